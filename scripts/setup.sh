@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up a virtual environment in .venv with the CPU build of PyTorch.
+#   scripts/setup.sh          runtime only
+#   scripts/setup.sh test     runtime + test tools + the system packages the tests drive
+#   scripts/setup.sh train    runtime + speech synthesis engines for building the training corpus
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-run}"
+
+apt_packages=()
+case "$mode" in
+  test) apt_packages=(espeak-ng sox chromium nginx-light pulseaudio libportaudio2) ;;
+  train) apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+                       sox libsox-fmt-all r-cran-janeaustenr r-cran-stringr bible-kjv wordnet-base
+                       fortunes wamerican) ;;
+esac
+if ((${#apt_packages[@]})); then
+  missing=()
+  for pkg in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    else
+      echo "setup: please install these Debian packages: ${missing[*]}" >&2
+    fi
+  fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+# Pin torch first: the pinned release is the CPU build; an unpinned one pulls a multi-GB CUDA build.
+.venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0"
+case "$mode" in
+  test) extras="[test]" ;;
+  train) extras="[train]" ;;
+  *) extras="" ;;
+esac
+.venv/bin/pip install -q --disable-pip-version-check -e ".$extras" "torch==2.13.0"
