@@ -177,7 +177,10 @@ def test_listen_sockets_from_socket_activation(tmp_path):
         os.set_inheritable(4, True)
 
     # duplicates well away from 3/4, so dup2 in the child does not clobber one with the other
-    tcp_fd, dgram_fd = os.dup2(tcp.fileno(), 40, inheritable=False), os.dup2(dgram.fileno(), 41, inheritable=False)
+    tcp_fd, dgram_fd = (
+        os.dup2(tcp.fileno(), 40, inheritable=False),
+        os.dup2(dgram.fileno(), 41, inheritable=False),
+    )
     env = dict(os.environ, LISTEN_FDS="2", LISTEN_FDNAMES="web:notify")
     child = subprocess.Popen(
         [sys.executable, "-c", SOCKET_ACTIVATED_CHILD],
