@@ -1,0 +1,332 @@
+"""``conformer-streamer transcribe``: offline transcription of audio files, with word timings.
+
+Files up to a minute go through the model in one pass. Longer ones are cut into overlapping windows
+and each window contributes only the frames away from its edges, where the model saw enough context
+on both sides; the kept frames are joined and decoded once, so words cut by a window edge come out
+whole. (The streaming engine has its own, incremental path; this one favours simplicity.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.audio import load_audio
+from model.processor import Wav2Vec2Processor
+from model.tokenizer import Wav2Vec2CTCTokenizer
+
+log = logging.getLogger(__name__)
+
+WHOLE_FILE_LIMIT_S = 60.0  # longer files are windowed
+WINDOW_S = 30.0
+WINDOW_CONTEXT_S = 3.0  # frames this close to a window edge (inside the file) are taken from a neighbour
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Word:
+    word: str
+    start: float  # seconds
+    end: float
+    confidence: float  # mean over the word's frames of the most likely token's probability
+
+
+@dataclass
+class Transcription:
+    text: str
+    words: list[Word] = field(default_factory=list)
+
+    def to_json(self, file: str) -> str:
+        return json.dumps({"file": file, "text": self.text, "words": [asdict(w) for w in self.words]})
+
+
+@dataclass
+class Recognizer:
+    """A loaded model with the processor that belongs to it."""
+
+    network: torch.nn.Module
+    processor: Wav2Vec2Processor
+    device: torch.device
+    dtype: torch.dtype
+    inputs_to_logits_ratio: int = 320
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.processor.frame_seconds(self.inputs_to_logits_ratio)
+
+
+# -- command line ------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, ...)")
+    parser.add_argument(
+        "--model", metavar="DIR_OR_ID", help="model directory or cached hub id (default: embedded)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="one JSON object per file and line, with word timings"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="model weights dtype")
+    parser.add_argument(
+        "--quantize", choices=["int8"], help="dynamic int8 quantization of linear layers (CPU)"
+    )
+    parser.add_argument("--decoder", choices=["greedy", "beam"], default="greedy", help="CTC decoding method")
+    parser.add_argument(
+        "--beam-width", type=int, default=16, help="beams kept by --decoder beam (default: 16)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        recognizer = load_recognizer(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)
+    except (OSError, ValueError) as error:
+        print(f"error: cannot load model: {error}", file=sys.stderr)
+        return 2
+    failures = 0
+    for file in args.files:
+        try:
+            audio = load_audio(file, recognizer.processor.sampling_rate)
+        except (OSError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        result = transcribe_audio(audio, recognizer, decoder=args.decoder, beam_width=args.beam_width)
+        if args.json:
+            print(result.to_json(file), flush=True)
+        elif len(args.files) == 1:
+            print(result.text, flush=True)
+        else:
+            print(f"{file}\t{result.text}", flush=True)
+    return 1 if failures else 0
+
+
+# -- model loading -----------------------------------------------------------------------------------
+
+
+def load_recognizer(
+    dir_or_id: str | Path | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    quantize: str | None = None,
+) -> Recognizer:
+    """Load network and processor from one model directory (``None``: the embedded default model)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be 'int8' or absent, got {quantize!r}")
+    torch_device = torch.device(device)
+    if quantize and torch_device.type != "cpu":
+        raise ValueError("--quantize int8 runs on the CPU only")
+    directory = _resolve_model_dir(dir_or_id)
+    network = _load_network(directory, DTYPES[dtype], torch_device)
+    if quantize == "int8":
+        from model.quantize import quantize_dynamic_int8
+
+        network = quantize_dynamic_int8(network)
+    network.eval()
+    config = getattr(network, "config", None)
+    ratio = int(getattr(config, "inputs_to_logits_ratio", 320))
+    processor = Wav2Vec2Processor.from_pretrained(directory)
+    return Recognizer(network, processor, torch_device, DTYPES[dtype], ratio)
+
+
+def _resolve_model_dir(dir_or_id: str | Path | None) -> Path:
+    if dir_or_id is None:
+        import model
+
+        return Path(model.default_model_dir())
+    from model.checkpoint import resolve_model_dir
+
+    return Path(resolve_model_dir(dir_or_id))
+
+
+def _load_network(directory: Path, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+    from model import Wav2Vec2ConformerForCTC
+
+    return Wav2Vec2ConformerForCTC.from_pretrained(directory, dtype=dtype, device=device)
+
+
+# -- inference ---------------------------------------------------------------------------------------
+
+
+def transcribe_audio(
+    audio: np.ndarray, recognizer: Recognizer, decoder: str = "greedy", beam_width: int = 16
+) -> Transcription:
+    """Transcribe one 1-D waveform at the processor's sampling rate."""
+    log_probs = frame_log_probs(audio, recognizer)
+    tokenizer = recognizer.processor.tokenizer
+    if decoder == "greedy":
+        return greedy_decode(log_probs, tokenizer, recognizer.frame_seconds)
+    if decoder == "beam":
+        return beam_decode(log_probs, tokenizer, recognizer.frame_seconds, beam_width)
+    raise ValueError(f"decoder must be 'greedy' or 'beam', got {decoder!r}")
+
+
+def frame_log_probs(
+    audio: np.ndarray,
+    recognizer: Recognizer,
+    whole_file_limit_s: float = WHOLE_FILE_LIMIT_S,
+    window_s: float = WINDOW_S,
+    context_s: float = WINDOW_CONTEXT_S,
+) -> torch.Tensor:
+    """Per-frame log-probabilities (frames x vocabulary, float32 on the CPU) for the whole signal."""
+    rate = recognizer.processor.sampling_rate
+    frame = recognizer.inputs_to_logits_ratio
+    if len(audio) <= whole_file_limit_s * rate:
+        return _window_log_probs(audio, recognizer)
+    pieces = []
+    for start, stop, keep_from, keep_to in window_layout(len(audio), frame, rate, window_s, context_s):
+        log_probs = _window_log_probs(audio[start:stop], recognizer)
+        pieces.append(log_probs[keep_from:keep_to])
+    return torch.cat(pieces)
+
+
+def window_layout(
+    num_samples: int, frame_samples: int, sample_rate: int, window_s: float, context_s: float
+) -> Iterator[tuple[int, int, int, int]]:
+    """Yield ``(first_sample, end_sample, first_kept_frame, end_kept_frame)`` per window.
+
+    Windows start on frame boundaries, so a window's local frame ``i`` is global frame
+    ``first_sample // frame_samples + i``; the kept ranges tile the file's frames without gaps or
+    overlap. The last window's end is open (``None``-like large value) to keep whatever it produces.
+    """
+    window = max(1, round(window_s * sample_rate / frame_samples)) * frame_samples
+    context = round(context_s * sample_rate / frame_samples) * frame_samples
+    step = window - 2 * context
+    if step <= 0:
+        raise ValueError("window must be longer than twice its context")
+    start = 0
+    while True:
+        stop = min(start + window, num_samples)
+        keep_from = 0 if start == 0 else context // frame_samples
+        is_last = stop >= num_samples
+        keep_to = sys.maxsize if is_last else (window - context) // frame_samples
+        yield start, stop, keep_from, keep_to
+        if is_last:
+            return
+        start += step
+
+
+@torch.inference_mode()
+def _window_log_probs(audio: np.ndarray, recognizer: Recognizer) -> torch.Tensor:
+    features = recognizer.processor.feature_extractor(
+        audio, sampling_rate=recognizer.processor.sampling_rate, return_tensors="pt"
+    )
+    inputs = {"input_values": features["input_values"].to(recognizer.device, recognizer.dtype)}
+    if "attention_mask" in features:
+        inputs["attention_mask"] = features["attention_mask"].to(recognizer.device)
+    logits = recognizer.network(**inputs).logits[0]
+    return torch.log_softmax(logits.float(), dim=-1).cpu()
+
+
+# -- decoding ----------------------------------------------------------------------------------------
+
+
+def greedy_decode(
+    log_probs: torch.Tensor, tokenizer: Wav2Vec2CTCTokenizer, frame_seconds: float
+) -> Transcription:
+    """Best token per frame, CTC-collapsed; word times from the tokenizer's frame offsets."""
+    best_log_probs, best_ids = log_probs.max(dim=-1)
+    # <s>, </s>, <unk> carry no text: read them as blanks, which keeps frame positions intact.
+    silent_ids = [i for i in tokenizer.all_special_ids if i != tokenizer.word_delimiter_token_id]
+    best_ids = torch.where(torch.isin(best_ids, torch.tensor(silent_ids)), tokenizer.blank_id, best_ids)
+    decoded = tokenizer.decode(best_ids, output_word_offsets=True)
+    frame_confidence = best_log_probs.exp().numpy()
+    words = [
+        _timed_word(
+            entry["word"], entry["start_offset"], entry["end_offset"], frame_confidence, frame_seconds
+        )
+        for entry in decoded.word_offsets  # type: ignore[union-attr]
+    ]
+    # A blank between two delimiters would leave a double space.
+    text = " ".join(decoded.text.split())  # type: ignore[union-attr]
+    return Transcription(text=text, words=_cased(words, tokenizer))
+
+
+def beam_decode(
+    log_probs: torch.Tensor, tokenizer: Wav2Vec2CTCTokenizer, frame_seconds: float, beam_width: int = 16
+) -> Transcription:
+    """CTC prefix beam search (pyctcdecode, from the ``lm`` extra), without a language model here."""
+    try:
+        from pyctcdecode import build_ctcdecoder
+    except ImportError as error:
+        raise RuntimeError(
+            "--decoder beam needs pyctcdecode: pip install 'conformer-streamer[lm]'"
+        ) from error
+    labels = [_beam_label(tokenizer, index) for index in range(log_probs.shape[-1])]
+    decoder = build_ctcdecoder(labels)
+    frame_confidence = log_probs.max(dim=-1).values.exp().numpy()
+    # As in greedy decoding, <s>, </s> and <unk> count as blank: move their probability there.
+    silent_ids = [
+        i
+        for i in tokenizer.all_special_ids
+        if i not in (tokenizer.word_delimiter_token_id, tokenizer.blank_id)
+    ]
+    search_log_probs = log_probs.clone()
+    blank_and_silent = log_probs[:, [tokenizer.blank_id, *silent_ids]]
+    search_log_probs[:, tokenizer.blank_id] = torch.logsumexp(blank_and_silent, dim=-1)
+    search_log_probs[:, silent_ids] = -1e4
+    text, _, word_frames, *_ = decoder.decode_beams(search_log_probs.numpy(), beam_width=beam_width)[0]
+    words = []
+    for word, (start, end) in word_frames:
+        word = _without_placeholders(word)
+        if word:
+            words.append(_timed_word(word, start, end, frame_confidence, frame_seconds))
+    text = " ".join(_without_placeholders(text).split())
+    return Transcription(
+        text=text.lower() if tokenizer.do_lower_case else text, words=_cased(words, tokenizer)
+    )
+
+
+# pyctcdecode wants one character per label; special tokens become private-use placeholders.
+_PLACEHOLDER_BASE = 0xE000
+
+
+def _beam_label(tokenizer: Wav2Vec2CTCTokenizer, index: int) -> str:
+    token = tokenizer.ids_to_tokens.get(index)
+    if token == tokenizer.pad_token:
+        return ""
+    if token == tokenizer.word_delimiter_token:
+        return " "
+    if token is None or len(token) != 1:
+        return chr(_PLACEHOLDER_BASE + index)
+    return token
+
+
+def _without_placeholders(text: str) -> str:
+    return "".join(c for c in text if not 0xE000 <= ord(c) <= 0xF8FF)
+
+
+def _timed_word(word: str, start: int, end: int, frame_confidence: np.ndarray, frame_seconds: float) -> Word:
+    start, end = int(start), max(int(end), int(start) + 1)
+    frames = frame_confidence[start:end]
+    confidence = float(frames.mean()) if len(frames) else 0.0
+    return Word(
+        word=word,
+        start=round(start * frame_seconds, 3),
+        end=round(end * frame_seconds, 3),
+        confidence=round(confidence, 4),
+    )
+
+
+def _cased(words: list[Word], tokenizer: Wav2Vec2CTCTokenizer) -> list[Word]:
+    """Offsets keep the vocabulary's case; match the text, which ``do_lower_case`` lower-cases."""
+    if tokenizer.do_lower_case:
+        for word in words:
+            word.word = word.word.lower()
+    return words
+
+
+def transcribe_file(path: str | Path, recognizer: Recognizer, **options: Any) -> Transcription:
+    """Convenience for Python callers: load, resample and transcribe one file."""
+    return transcribe_audio(load_audio(path, recognizer.processor.sampling_rate), recognizer, **options)

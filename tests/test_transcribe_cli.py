@@ -1,0 +1,194 @@
+"""``conformer-streamer transcribe``: windowing, decoding, word timings and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model.feature_extraction import Wav2Vec2FeatureExtractor
+from model.processor import Wav2Vec2Processor
+from model.tokenizer import Wav2Vec2CTCTokenizer
+from streamer import cli
+from streamer.commands import transcribe
+from streamer.commands.transcribe import Recognizer, Transcription, Word
+
+DATA = __import__("pathlib").Path(__file__).parent / "data"
+VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "A": 5, "B": 6, "C": 7}
+
+
+def _processor(normalize: bool = True) -> Wav2Vec2Processor:
+    return Wav2Vec2Processor(
+        Wav2Vec2FeatureExtractor(do_normalize=normalize, return_attention_mask=True),
+        Wav2Vec2CTCTokenizer(VOCAB, do_lower_case=True),
+    )
+
+
+def _peaked(ids: list[int], vocab_size: int = len(VOCAB), peak: float = 0.9) -> torch.Tensor:
+    """Log-probabilities with probability ``peak`` on the given id of each frame."""
+    probs = torch.full((len(ids), vocab_size), (1 - peak) / (vocab_size - 1))
+    probs[torch.arange(len(ids)), torch.tensor(ids)] = peak
+    return probs.log()
+
+
+class FrameLocalNetwork(torch.nn.Module):
+    """Strided convolution shaped like Wav2Vec2's encoder (400-sample receptive field, 320 stride).
+
+    Each frame sees only its own samples, so windowed inference must reproduce whole-file output.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, len(VOCAB), kernel_size=400, stride=320)
+        torch.nn.init.normal_(self.conv.weight, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, input_values, attention_mask=None):
+        return type("Output", (), {"logits": self.conv(input_values[:, None]).transpose(1, 2)})
+
+
+def test_window_layout_tiles_every_frame_once():
+    for seconds in (0.7, 1.0, 2.33, 5.0, 7.91):
+        num_samples = int(seconds * 16000)
+        total_frames = (num_samples - 400) // 320 + 1
+        kept = []
+        for start, stop, keep_from, keep_to in transcribe.window_layout(num_samples, 320, 16000, 1.0, 0.2):
+            assert start % 320 == 0 and stop - start <= 16000
+            local_frames = (stop - start - 400) // 320 + 1
+            kept += [start // 320 + i for i in range(local_frames)[keep_from:keep_to]]
+        assert kept == list(range(total_frames)), seconds
+
+
+def test_windowed_log_probs_equal_whole_file_for_frame_local_model():
+    recognizer = Recognizer(
+        FrameLocalNetwork(), _processor(normalize=False), torch.device("cpu"), torch.float32
+    )
+    audio = np.random.default_rng(0).normal(size=int(4.3 * 16000)).astype(np.float32)
+    whole = transcribe.frame_log_probs(audio, recognizer)
+    windowed = transcribe.frame_log_probs(
+        audio, recognizer, whole_file_limit_s=1.0, window_s=1.0, context_s=0.2
+    )
+    assert windowed.shape == whole.shape
+    torch.testing.assert_close(windowed, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_greedy_decode_words_times_and_confidence():
+    tokenizer = _processor().tokenizer
+    # blank, A A, blank, B, |, C C C, blank
+    log_probs = _peaked([0, 5, 5, 0, 6, 4, 7, 7, 7, 0])
+    log_probs[7] = _peaked([7], peak=0.6)[0]
+    result = transcribe.greedy_decode(log_probs, tokenizer, 0.02)
+    assert result.text == "ab c"
+    assert [(w.word, w.start, w.end) for w in result.words] == [("ab", 0.02, 0.1), ("c", 0.12, 0.18)]
+    assert result.words[0].confidence == pytest.approx(0.9, abs=1e-4)
+    assert result.words[1].confidence == pytest.approx((0.9 + 0.6 + 0.9) / 3, abs=1e-4)
+
+
+def test_beam_decode_agrees_with_greedy_on_confident_frames():
+    pytest.importorskip("pyctcdecode")
+    tokenizer = _processor().tokenizer
+    log_probs = _peaked([0, 5, 5, 0, 6, 4, 4, 7, 0, 7, 1, 0])
+    greedy = transcribe.greedy_decode(log_probs, tokenizer, 0.02)
+    beam = transcribe.beam_decode(log_probs, tokenizer, 0.02, beam_width=4)
+    assert beam.text == greedy.text == "ab cc"
+    # pyctcdecode places word boundaries only approximately (within a couple of frames).
+    assert [w.word for w in beam.words] == [w.word for w in greedy.words]
+    for beam_word, greedy_word in zip(beam.words, greedy.words, strict=True):
+        assert (
+            abs(beam_word.start - greedy_word.start) <= 0.04 and abs(beam_word.end - greedy_word.end) <= 0.04
+        )
+
+
+def test_json_line_format():
+    line = Transcription("ab", [Word("ab", 0.1, 0.3, 0.75)]).to_json("x.wav")
+    assert json.loads(line) == {
+        "file": "x.wav",
+        "text": "ab",
+        "words": [{"word": "ab", "start": 0.1, "end": 0.3, "confidence": 0.75}],
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A randomly initialised, tiny Wav2Vec2-Conformer CTC model in Hugging Face layout."""
+    transformers = pytest.importorskip("transformers")
+    directory = tmp_path_factory.mktemp("tiny-model")
+    config = transformers.Wav2Vec2ConformerConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        conv_depthwise_kernel_size=7,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    transformers.Wav2Vec2ConformerForCTC(config).save_pretrained(directory)
+    _processor().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def tiny_model(tiny_model_dir, monkeypatch):
+    """Load through the project's model package once it provides the CTC model, else through transformers."""
+    try:
+        from model import Wav2Vec2ConformerForCTC  # noqa: F401
+        from model.checkpoint import resolve_model_dir  # noqa: F401
+    except ImportError:
+        import transformers
+
+        def load_with_transformers(directory, dtype, device):
+            return transformers.Wav2Vec2ConformerForCTC.from_pretrained(directory, dtype=dtype).to(device)
+
+        monkeypatch.setattr(transcribe, "_load_network", load_with_transformers)
+        monkeypatch.setattr(transcribe, "_resolve_model_dir", lambda d: __import__("pathlib").Path(d))
+    return tiny_model_dir
+
+
+def test_cli_prints_one_json_object_per_file(tiny_model, capsys):
+    files = [
+        DATA / "hello_world.wav",
+        DATA / "quick_brown_fox_stereo44k.ogg",
+        DATA / "testing_one_two_three.flac",
+    ]
+    assert cli.main(["transcribe", "--model", str(tiny_model), "--json", *map(str, files)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    for line, file in zip(lines, files, strict=True):
+        record = json.loads(line)
+        assert record["file"] == str(file) and isinstance(record["text"], str)
+        assert " ".join(w["word"] for w in record["words"]) == record["text"]
+        duration = 3.3 if "fox" in file.name else 2.1
+        for word in record["words"]:
+            assert 0 <= word["start"] < word["end"] <= duration and 0 < word["confidence"] <= 1
+
+
+def test_cli_plain_text_reports_unreadable_files(tiny_model, tmp_path, capsys):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"nonsense" * 20)
+    wav = str(DATA / "hello_world.wav")
+    assert cli.main(["transcribe", "--model", str(tiny_model), wav, str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{wav}\t") and len(captured.out.splitlines()) == 1
+    assert "bad.wav" in captured.err
+
+
+def test_bfloat16_and_beam_run_end_to_end(tiny_model, capsys):
+    pytest.importorskip("pyctcdecode")
+    wav = str(DATA / "hello_world.wav")
+    assert (
+        cli.main(["transcribe", "--model", str(tiny_model), "--dtype", "bfloat16", "--decoder", "beam", wav])
+        == 0
+    )
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_int8_quantization_is_cpu_only():
+    with pytest.raises(ValueError, match="CPU"):
+        transcribe.load_recognizer("unused", device="cuda", quantize="int8")
