@@ -79,6 +79,8 @@ class ServerSettings:
     allowed_origins: list[str] = field(default_factory=list)  # empty = any Origin
     tls_cert: str | None = None
     tls_key: str | None = None
+    static_dir: str | None = None  # browser page files; None = clients/web/ of this installation
+    vosk_reply_wait_s: float = 1.0  # vosk lockstep: longest wait for the engine to catch up with a frame
 
 
 @dataclass
@@ -92,6 +94,9 @@ class LimitSettings:
     handshake_timeout_s: float = 10.0
     max_queued_s: float = 10.0  # audio waiting for the model per stream before overload policy applies
     overload_policy: str = "drop_oldest"  # "drop_oldest" | "close"
+    max_text_bytes: int = 65536  # longest text (JSON) message
+    text_rate_per_s: float = 20.0  # text messages per second per connection, sustained ...
+    text_burst: int = 40  # ... and in a burst; beyond: error "flood", close 1008
 
 
 @dataclass

@@ -1,0 +1,120 @@
+"""``conformer-streamer serve``: the streaming recognition daemon.
+
+Configuration: ``--config FILE.toml`` plus one ``--section.field`` flag per option (see
+``streamer.config``), and the aliases ``--host``, ``--port``, ``--vosk-port``, ``--mic [DEVICE]``,
+``--model PATH``. SIGTERM/SIGINT: stop accepting, finish open utterances, close clients, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from streamer import config
+
+log = logging.getLogger("streamer.serve")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    aliases = parser.add_argument_group("common options (aliases of the [server]/[model] flags)")
+    aliases.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    aliases.add_argument(
+        "--port", type=int, default=None, help="websocket + HTTP port (default 2700; 0 = any free)"
+    )
+    aliases.add_argument(
+        "--vosk-port", type=int, default=None, help="also serve the vosk-server protocol on PORT"
+    )
+    aliases.add_argument(
+        "--mic",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DEVICE",
+        help="caption a local microphone (sounddevice name or index; default device if omitted) to /v1/listen",
+    )
+    aliases.add_argument("--model", default=None, help="model directory (default: the embedded model)")
+    config.add_arguments(parser)
+
+
+def settings_from_args(args: argparse.Namespace) -> config.Settings:
+    settings = config.from_args(args)
+    if args.host is not None:
+        settings.server.host = args.host
+    if args.port is not None:
+        settings.server.port = args.port
+    if args.vosk_port is not None:
+        settings.server.vosk_port = args.vosk_port
+    if args.mic is not None:
+        settings.server.mic = args.mic
+    if args.model is not None:
+        settings.model.path = args.model
+    return settings
+
+
+async def serve_forever(settings: config.Settings, engine, *, ready=None) -> int:
+    """Run the daemon on this loop until SIGTERM/SIGINT; ``ready(app)`` is called once listening."""
+    from streamer.server.app import App
+
+    try:
+        from streamer import systemd
+    except ImportError:  # pragma: no cover
+        systemd = None
+
+    app = App(settings, engine)
+    sockets = systemd.listen_sockets() if systemd else []
+    await app.start(sockets=sockets)
+    addresses = ", ".join(app.addresses())
+    print(f"conformer-streamer: listening on {addresses}", flush=True)
+    watchdog = None
+    if systemd:
+        systemd.notify(f"READY=1\nSTATUS=listening on {addresses}")
+        watchdog = systemd.Watchdog(is_healthy=app.engine_is_alive)
+        watchdog.start()
+    if ready is not None:
+        ready(app)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(name: str) -> None:
+        if received:  # second signal: stop waiting for graceful shutdown
+            log.warning("%s again: exiting now", name)
+            for task in asyncio.all_tasks(loop):
+                if task is not asyncio.current_task():
+                    task.cancel()
+        received.append(name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        await stop.wait()
+        log.info("%s: stopping", received[0] if received else "stop")
+        if systemd:
+            systemd.notify("STOPPING=1\nSTATUS=finishing open streams")
+        await app.stop()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if watchdog is not None:
+            watchdog.stop()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+    except (ValueError, OSError) as exc:
+        print(f"conformer-streamer serve: {exc}")
+        return 2
+    from streamer.engine import RecognitionEngine
+
+    engine = RecognitionEngine(settings)
+    engine.start()
+    try:
+        return asyncio.run(serve_forever(settings, engine))
+    finally:
+        engine.stop(drain=True)

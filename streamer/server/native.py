@@ -1,0 +1,183 @@
+"""``/v1/stream``: the native protocol v1 (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from websockets.exceptions import ConnectionClosed
+
+from streamer.events import EndOfStream, StreamError, to_dict
+
+from .protocol import (
+    PROTOCOL_VERSION,
+    CloseCode,
+    ProtocolError,
+    check_audio,
+    close_code_for,
+    event_message,
+    parse_text,
+)
+from .session import EngineBridge, Session, TokenBucket
+
+log = logging.getLogger("streamer.server")
+
+# Bound on waiting for the engine's last finals after "end" (or at shutdown).
+END_TIMEOUT_S = 30.0
+
+
+class NativeSession(Session):
+    endpoint = "stream"
+
+    def __init__(self, app, ws) -> None:
+        super().__init__(app, ws)
+        self.ending = False  # "end" received (or forced): no more audio
+        self.terminal: tuple[str, str] | None = None  # error sent instead of "end" (max_duration)
+        self.going_away = False  # shutdown: close 1001 after "end"
+        self.sender: asyncio.Task | None = None
+        self.text_bucket = TokenBucket(self.limits.text_rate_per_s, self.limits.text_burst)
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except ProtocolError as exc:
+            await self.fail(exc.code, exc.message)
+        except ConnectionClosed:
+            if self.bridge is not None and not self.ending:
+                log.info("stream %s: client %s went away mid-stream", self.stream_id, self.peer)
+                self.app.metrics.errors.inc(code="client_gone")
+        except Exception as exc:
+            log.exception("stream %s failed", self.stream_id)
+            await self.fail("internal", f"internal error: {type(exc).__name__}")
+        finally:
+            if self.sender is not None and not self.sender.done():
+                self.sender.cancel()
+            self.release()
+
+    async def _run(self) -> None:
+        # 1. the start message, within handshake_timeout_s
+        while True:
+            message = await self.recv(self.limits.handshake_timeout_s, "start_timeout")
+            if isinstance(message, bytes):
+                raise ProtocolError("not_started", "audio before the start message")
+            self._check_text_rate()
+            command = parse_text(message, self.limits.max_text_bytes)
+            if command.type != "start":
+                raise ProtocolError("not_started", f"{command.type!r} before the start message")
+            break
+        if self.app.stopping:
+            raise ProtocolError("shutdown", "server shutting down")
+        assert command.start is not None
+        try:
+            self.bridge = EngineBridge(self.app, self.endpoint, command.start)
+        except ValueError as exc:  # the engine refused the format
+            raise ProtocolError("bad_message", str(exc)) from None
+        self.stream_id = self.bridge.id
+        await self.send_json(
+            {
+                "type": "ready",
+                "version": PROTOCOL_VERSION,
+                "stream_id": self.stream_id,
+                "sample_rate": command.start.sample_rate,
+                "encoding": command.start.encoding,
+                "model": str(getattr(self.app.engine, "model_name", "")),
+            }
+        )
+        self.sender = asyncio.create_task(self._send_events())
+
+        # 2. audio and commands until "end"
+        while not self.ending and not self.closing:
+            receive = asyncio.ensure_future(self.recv(self.limits.idle_timeout_s, "idle_timeout"))
+            done, _ = await asyncio.wait({receive, self.sender}, return_when=asyncio.FIRST_COMPLETED)
+            if receive not in done:  # the sender finished (fatal engine error) first
+                receive.cancel()
+                break
+            message = receive.result()
+            if isinstance(message, bytes):
+                self._audio(message)
+            else:
+                self._check_text_rate()
+                command = parse_text(message, self.limits.max_text_bytes)
+                if command.type == "start":
+                    raise ProtocolError("bad_message", "start sent twice")
+                if command.type == "reset":
+                    self.bridge.stream.reset()
+                else:
+                    self._end()
+
+        # 3. the remaining finals, "end", close: the sender does it
+        try:
+            async with asyncio.timeout(END_TIMEOUT_S):
+                await asyncio.shield(self.sender)
+        except TimeoutError:
+            raise ProtocolError("internal", "the engine did not finish the stream in time") from None
+
+    def _check_text_rate(self) -> None:
+        if not self.text_bucket.take():
+            raise ProtocolError(
+                "flood", f"more than {self.limits.text_rate_per_s:g} text messages per second"
+            )
+
+    def _audio(self, data: bytes) -> None:
+        assert self.bridge is not None
+        if len(data) > self.limits.max_frame_bytes:
+            raise ProtocolError("frame_too_large", f"binary frame over {self.limits.max_frame_bytes} bytes")
+        samples = check_audio(data, self.bridge.config.encoding)
+        seconds = samples.size / self.bridge.config.sample_rate
+        if self.bridge.received_s + seconds > self.limits.max_stream_s:
+            # Finish what we have: its finals go out, then the error, then close.
+            self.terminal = (
+                "max_duration",
+                f"stream longer than max_stream_s={self.limits.max_stream_s:g} s",
+            )
+            self._end()
+            return
+        try:
+            self.bridge.accept(data, samples.size)
+        except ValueError as exc:  # streamer.pcm.AudioFormatError
+            raise ProtocolError("bad_audio", str(exc)) from None
+
+    def _end(self) -> None:
+        if not self.ending and self.bridge is not None:
+            self.ending = True
+            self.bridge.stream.end()
+
+    async def _send_events(self) -> None:
+        assert self.bridge is not None
+        metrics = self.app.metrics
+        while True:
+            event = await self.bridge.queue.get()
+            if isinstance(event, EndOfStream):
+                if self.terminal is not None:
+                    await self.fail(*self.terminal)
+                    return
+                await self.send_json(to_dict(event))
+                metrics.events.inc(type="end")
+                if self.going_away:
+                    await self.close(CloseCode.GOING_AWAY, "server shutting down")
+                else:
+                    await self.close(CloseCode.NORMAL, "end of stream")
+                return
+            if isinstance(event, StreamError):
+                if event.fatal:
+                    await self.fail(event.code, event.message, close_code_for(event.code))
+                    return
+                metrics.errors.inc(code=event.code)
+            else:
+                metrics.events.inc(type=event.type)
+            await self.send_json(event_message(to_dict(event)))
+
+    async def shutdown(self) -> None:
+        """Server stopping: finish the open utterance, send its finals and ``end``, close 1001."""
+        if self.closing:
+            return
+        if self.bridge is None or self.sender is None:
+            await self.fail("shutdown", "server shutting down")
+            return
+        self.going_away = True
+        self._end()
+        try:
+            async with asyncio.timeout(END_TIMEOUT_S):
+                await asyncio.shield(self.sender)
+        except (TimeoutError, Exception):
+            await self.close(CloseCode.GOING_AWAY, "server shutting down")

@@ -1,0 +1,280 @@
+"""Parsing and validation of what clients send, and the wire formats the server writes.
+
+Pure functions only (no I/O), so that they can be tested exhaustively (see
+``tests/test_protocol_*.py``). Two dialects:
+
+* the native protocol v1 (``docs/protocol.md``): JSON text messages with a ``type`` and binary PCM;
+* the vosk-server dialect (``--vosk-port``): ``{ "config" : {...} }``, binary s16le, the byte-exact
+  texts ``{"eof" : 1}`` and ``{"reset" : 1}``; replies formatted the way vosk's ``json.h`` dumps them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 192000
+# encoding -> bytes per sample
+ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "f32le": 4}
+
+VOSK_EOF = '{"eof" : 1}'
+VOSK_RESET = '{"reset" : 1}'
+
+
+class CloseCode(IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down
+    INVALID_DATA = 1007  # malformed JSON, malformed audio
+    POLICY = 1008  # protocol misuse, timeouts, limits
+    TOO_BIG = 1009  # frame or text message over the limit
+    INTERNAL = 1011
+    TRY_AGAIN = 1013  # overloaded / too many connections
+
+
+# error code -> close code used when the error is fatal (docs/protocol.md, "Errors")
+ERROR_CLOSE_CODES: dict[str, CloseCode] = {
+    "bad_json": CloseCode.INVALID_DATA,
+    "bad_message": CloseCode.POLICY,
+    "not_started": CloseCode.POLICY,
+    "bad_audio": CloseCode.INVALID_DATA,
+    "frame_too_large": CloseCode.TOO_BIG,
+    "text_too_large": CloseCode.TOO_BIG,
+    "flood": CloseCode.POLICY,
+    "start_timeout": CloseCode.POLICY,
+    "idle_timeout": CloseCode.POLICY,
+    "max_duration": CloseCode.POLICY,
+    "no_source": CloseCode.POLICY,
+    "overload": CloseCode.TRY_AGAIN,
+    "server_busy": CloseCode.TRY_AGAIN,
+    "shutdown": CloseCode.GOING_AWAY,
+    "internal": CloseCode.INTERNAL,
+}
+
+
+def close_code_for(error_code: str) -> CloseCode:
+    return ERROR_CLOSE_CODES.get(error_code, CloseCode.INTERNAL)
+
+
+class ProtocolError(Exception):
+    """A client mistake: reported to the client as an ``error`` event, then the connection closes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def close_code(self) -> CloseCode:
+        return close_code_for(self.code)
+
+
+@dataclass(frozen=True)
+class StartConfig:
+    sample_rate: int = 16000
+    encoding: str = "pcm_s16le"
+    partials: bool = True
+    words: bool = True
+
+    @property
+    def sample_width(self) -> int:
+        return ENCODINGS[self.encoding]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed native text message."""
+
+    type: str  # "start" | "reset" | "end"
+    start: StartConfig | None = None
+
+
+def _strict_json(text: str | bytes) -> Any:
+    def reject_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    return json.loads(text, parse_constant=reject_constant)
+
+
+def parse_sample_rate(value: Any) -> int:
+    # bool is an int subclass: true must not mean 1 Hz
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError("bad_message", f"sample_rate must be a number, got {value!r}")
+    if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
+        raise ProtocolError("bad_message", f"sample_rate must be a whole number of Hz, got {value!r}")
+    rate = int(value)
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise ProtocolError(
+            "bad_message", f"sample_rate {rate} outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz"
+        )
+    return rate
+
+
+def parse_start(obj: dict[str, Any]) -> StartConfig:
+    version = obj.get("version", PROTOCOL_VERSION)
+    if isinstance(version, bool) or version != PROTOCOL_VERSION:
+        raise ProtocolError("bad_message", f"unsupported protocol version {version!r} (server speaks 1)")
+    rate = parse_sample_rate(obj.get("sample_rate", 16000))
+    encoding = obj.get("encoding", "pcm_s16le")
+    if encoding not in ENCODINGS:
+        raise ProtocolError(
+            "bad_message", f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}"
+        )
+    flags = {}
+    for name in ("partials", "words"):
+        value = obj.get(name, True)
+        if not isinstance(value, bool):
+            raise ProtocolError("bad_message", f"{name} must be true or false, got {value!r}")
+        flags[name] = value
+    return StartConfig(sample_rate=rate, encoding=encoding, **flags)
+
+
+def parse_text(text: str, max_bytes: int = 65536) -> Command:
+    """Parse one native text message; raise ProtocolError for anything but a valid v1 message."""
+    if len(text) > max_bytes or len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise ProtocolError("text_too_large", f"text message over {max_bytes} bytes")
+    try:
+        obj = _strict_json(text)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_json", f"text message is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_json", "text message must be a JSON object")
+    kind = obj.get("type")
+    if kind == "start":
+        return Command("start", parse_start(obj))
+    if kind in ("reset", "end"):
+        return Command(kind)
+    if not isinstance(kind, str):
+        raise ProtocolError("bad_message", "message has no string 'type'")
+    raise ProtocolError("bad_message", f"unknown message type {kind[:40]!r}")
+
+
+def check_audio(data: bytes, encoding: str) -> np.ndarray:
+    """Validate one binary frame and return its samples as float32 in [-1, 1] (a copy-free view for s16)."""
+    width = ENCODINGS[encoding]
+    if len(data) % width:
+        raise ProtocolError(
+            "bad_audio",
+            f"{encoding} frame of {len(data)} bytes is not a whole number of {width}-byte samples",
+        )
+    if encoding == "pcm_s16le":
+        return np.frombuffer(data, dtype="<i2")
+    samples = np.frombuffer(data, dtype="<f4")
+    if samples.size and not np.isfinite(samples).all():
+        raise ProtocolError("bad_audio", "f32le frame contains NaN or infinite samples")
+    return samples
+
+
+# ---------------------------------------------------------------------------------------- events
+
+
+def event_message(event_dict: dict[str, Any]) -> dict[str, Any]:
+    """A transcript event (``streamer.events.to_dict``) as the native protocol's JSON object."""
+    kind = event_dict.get("type")
+    out = dict(event_dict)
+    if kind == "partial":
+        out["text"] = " ".join(t for t in (out.get("committed", ""), out.get("tentative", "")) if t)
+    elif kind == "final":
+        out["words"] = [dict(w) for w in out.get("words", ())]
+    return out
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
+
+
+# ----------------------------------------------------------------------------------------- vosk
+
+
+@dataclass(frozen=True)
+class VoskMessage:
+    type: str  # "config" | "eof" | "reset"
+    sample_rate: int | None = None
+    words: bool | None = None
+
+
+def parse_vosk_text(text: str, max_bytes: int = 65536) -> VoskMessage:
+    """Classify a text frame the way vosk-server's asr_server.py does.
+
+    ``{"eof" : 1}`` and ``{"reset" : 1}`` are matched byte-exactly (as vosk does); any other text
+    containing ``config`` is a configuration message ``{"config": {...}}``.
+    """
+    if text == VOSK_EOF:
+        return VoskMessage("eof")
+    if text == VOSK_RESET:
+        return VoskMessage("reset")
+    if len(text) > max_bytes:
+        raise ProtocolError("text_too_large", f"text message over {max_bytes} bytes")
+    if "config" not in text:
+        raise ProtocolError("bad_message", 'expected { "config" : {...} }, {"eof" : 1} or {"reset" : 1}')
+    try:
+        obj = _strict_json(text)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_json", f"config is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("config"), dict):
+        raise ProtocolError("bad_message", 'config message must be { "config" : { ... } }')
+    config = obj["config"]
+    rate = parse_sample_rate(config["sample_rate"]) if "sample_rate" in config else None
+    words = None
+    if "words" in config:
+        if not isinstance(config["words"], bool | int):
+            raise ProtocolError("bad_message", "config.words must be a boolean")
+        words = bool(config["words"])
+    return VoskMessage("config", sample_rate=rate, words=words)
+
+
+def _vosk_escape(text: str) -> str:
+    # json.h's json_escape: only these are escaped; other characters pass through as UTF-8.
+    table = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return "".join(table.get(c, c) for c in text)
+
+
+def vosk_dump(value: Any, depth: int = 1) -> str:
+    """Serialize like vosk-api's ``json::JSON::dump()``: sorted keys, 2-space pads, ``%f`` floats."""
+    pad = "  " * depth
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        items = [f'{pad}"{key}" : {vosk_dump(value[key], depth + 1)}' for key in sorted(value)]
+        return "{\n" + ",\n".join(items) + "\n" + pad[2:] + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(vosk_dump(v, depth + 1) for v in value) + "]"
+    if isinstance(value, str):
+        return '"' + _vosk_escape(value) + '"'
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:f}"
+    raise TypeError(f"cannot dump {type(value).__name__}")
+
+
+def vosk_partial(text: str) -> str:
+    return vosk_dump({"partial": text})
+
+
+def vosk_result(finals: list[dict[str, Any]], words: bool = True) -> str:
+    """One vosk result for one or more finals (merged in order); ``{"text" : ""}`` when empty."""
+    obj: dict[str, Any] = {}
+    word_list = []
+    for final in finals:
+        for w in final.get("words", ()):
+            word_list.append(
+                {
+                    "conf": float(w.get("confidence", 1.0)),
+                    "end": float(w["end"]),
+                    "start": float(w["start"]),
+                    "word": str(w["word"]),
+                }
+            )
+    if words and word_list:
+        obj["result"] = word_list
+    obj["text"] = " ".join(f.get("text", "") for f in finals if f.get("text"))
+    return vosk_dump(obj)

@@ -1,0 +1,189 @@
+"""What every websocket session shares: the bridge from an engine stream to the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from streamer.events import EndOfStream, Event, Final, Partial, StreamError
+
+from .protocol import CloseCode, ProtocolError, StartConfig, close_code_for, dumps
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
+
+    from .app import App
+
+log = logging.getLogger("streamer.server")
+
+_MAX_ARRIVALS = 4096
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class EngineBridge:
+    """One engine stream; its events (engine worker thread) hop onto the loop into ``queue``.
+
+    Also keeps the arrival time of the audio so the latency of each event can be measured: the time
+    from receiving the last audio sample an event covers (``event.end``) to the event reaching the loop.
+    """
+
+    def __init__(self, app: App, endpoint: str, config: StartConfig) -> None:
+        self.app = app
+        self.endpoint = endpoint
+        self.config = config
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.received_s = 0.0  # seconds of audio accepted
+        self.covered_s = 0.0  # max event.end seen: how far the engine has got
+        self.progress = asyncio.Event()  # set whenever an event arrives
+        self._arrival_s: list[float] = []
+        self._arrival_t: list[float] = []
+        self._closed = False
+        self.stream = app.engine.open_stream(
+            self._on_event,
+            sample_rate=config.sample_rate,
+            encoding=config.encoding,
+            partials=config.partials,
+            words=config.words,
+        )
+        self.id: str = str(getattr(self.stream, "id", ""))
+        app.metrics.streams_active.inc()
+        app.metrics.streams_total.inc(endpoint=endpoint)
+
+    # engine worker thread
+    def _on_event(self, event: Event) -> None:
+        with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is closed, the server is gone
+            self.loop.call_soon_threadsafe(self._deliver, event)
+
+    # event loop
+    def _deliver(self, event: Event) -> None:
+        now = time.monotonic()
+        metrics = self.app.metrics
+        if isinstance(event, Partial | Final):
+            self.covered_s = max(self.covered_s, float(event.end))
+            arrived = self._arrival_of(float(event.end))
+            if arrived is not None:
+                metrics.latency.observe(max(0.0, now - arrived), type=event.type)
+        self.queue.put_nowait(event)
+        self.progress.set()
+
+    def _arrival_of(self, seconds: float) -> float | None:
+        i = bisect.bisect_left(self._arrival_s, seconds - 1e-6)
+        if i >= len(self._arrival_s):
+            return None
+        return self._arrival_t[i]
+
+    def accept(self, data: bytes, n_samples: int) -> None:
+        """Hand one validated frame to the engine (non-blocking)."""
+        if n_samples == 0:
+            return
+        self.stream.accept(data)
+        seconds = n_samples / self.config.sample_rate
+        self.received_s += seconds
+        self._arrival_s.append(self.received_s)
+        self._arrival_t.append(time.monotonic())
+        if len(self._arrival_s) > _MAX_ARRIVALS:
+            del self._arrival_s[: _MAX_ARRIVALS // 2]
+            del self._arrival_t[: _MAX_ARRIVALS // 2]
+        self.app.metrics.audio_seconds.inc(seconds, endpoint=self.endpoint)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.app.metrics.streams_active.dec()
+        try:
+            self.stream.close()
+        except Exception:
+            log.exception("closing engine stream %s failed", self.id)
+
+
+class Session:
+    """Base of the websocket sessions: error reporting, closing, registration for shutdown."""
+
+    endpoint = "stream"
+
+    def __init__(self, app: App, ws: ServerConnection) -> None:
+        self.app = app
+        self.ws = ws
+        self.limits = app.settings.limits
+        self.bridge: EngineBridge | None = None
+        self.closing = False
+        self.stream_id = ""
+
+    async def send_json(self, obj: dict[str, Any]) -> None:
+        await self.ws.send(dumps(obj))
+
+    async def fail(self, code: str, message: str, close_code: int | None = None) -> None:
+        """Send an error event (fatal) and close the connection with the code of that error."""
+        if self.closing:
+            return
+        self.closing = True
+        self.app.metrics.errors.inc(code=code)
+        close = int(close_code if close_code is not None else close_code_for(code))
+        log.info("%s %s: %s (%s) -> close %d", self.endpoint, self.peer, code, message, close)
+        with contextlib.suppress(Exception):
+            await self.send_error(code, message)
+        await self.close(close, message)
+
+    async def send_error(self, code: str, message: str) -> None:
+        await self.send_json(
+            {"type": "error", "stream_id": self.stream_id, "code": code, "message": message, "fatal": True}
+        )
+
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        self.closing = True
+        reason_bytes = reason.encode()[:120]
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason_bytes.decode("utf-8", "ignore"))
+
+    @property
+    def peer(self) -> str:
+        try:
+            return "{}:{}".format(*tuple(self.ws.remote_address[:2]))
+        except Exception:
+            return "?"
+
+    async def recv(self, timeout: float, timeout_code: str) -> str | bytes:
+        try:
+            async with asyncio.timeout(timeout if timeout > 0 else None):
+                return await self.ws.recv()
+        except TimeoutError:
+            raise ProtocolError(timeout_code, f"nothing received for {timeout:g} s") from None
+
+    async def shutdown(self) -> None:  # pragma: no cover - overridden
+        await self.fail("shutdown", "server shutting down")
+
+    def release(self) -> None:
+        if self.bridge is not None:
+            self.bridge.close()
+
+
+def is_fatal(event: Event) -> bool:
+    return isinstance(event, StreamError) and event.fatal
+
+
+def is_end(event: Event) -> bool:
+    return isinstance(event, EndOfStream)

@@ -1,0 +1,229 @@
+"""vosk-server compatible endpoint (``--vosk-port``), as vosk-server's ``websocket/test.py`` drives it.
+
+Exactly one reply per audio frame, in lockstep: ``{"partial" : ...}`` or, when an utterance ended
+since the previous reply, ``{"result" : [...], "text" : ...}``. ``{"eof" : 1}`` → the final result,
+then close 1000; ``{"reset" : 1}`` → the final result of the open utterance, stream continues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed
+
+from streamer.events import EndOfStream, Final, Partial, StreamError, to_dict
+
+from .protocol import (
+    CloseCode,
+    ProtocolError,
+    StartConfig,
+    check_audio,
+    close_code_for,
+    parse_vosk_text,
+    vosk_dump,
+    vosk_partial,
+    vosk_result,
+)
+from .session import EngineBridge, Session, TokenBucket
+
+log = logging.getLogger("streamer.server")
+
+END_TIMEOUT_S = 30.0
+
+
+class VoskSession(Session):
+    endpoint = "vosk"
+
+    def __init__(self, app, ws) -> None:
+        super().__init__(app, ws)
+        self.sample_rate = 16000
+        self.words = True
+        self.finals: list[dict[str, Any]] = []  # finals not yet replied
+        self.partial_text = ""
+        self.open_utterance = False  # a partial with text arrived since the last final
+        self.ended = False
+        self.text_bucket = TokenBucket(self.limits.text_rate_per_s, self.limits.text_burst)
+
+    async def send_error(self, code: str, message: str) -> None:
+        await self.ws.send(vosk_dump({"error": message, "code": code}))
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except ProtocolError as exc:
+            await self.fail(exc.code, exc.message)
+        except ConnectionClosed:
+            if self.bridge is not None and not self.ended:
+                self.app.metrics.errors.inc(code="client_gone")
+        except Exception as exc:
+            log.exception("vosk session failed")
+            await self.fail("internal", f"internal error: {type(exc).__name__}")
+        finally:
+            self.release()
+
+    async def _run(self) -> None:
+        while not self.closing:
+            timeout = self.limits.handshake_timeout_s if self.bridge is None else self.limits.idle_timeout_s
+            message = await self.recv(timeout, "start_timeout" if self.bridge is None else "idle_timeout")
+            if isinstance(message, str):
+                if not self.text_bucket.take():
+                    raise ProtocolError("flood", "too many text messages per second")
+                command = parse_vosk_text(message, self.limits.max_text_bytes)
+                if command.type == "config":
+                    if command.sample_rate is not None:
+                        self.sample_rate = command.sample_rate
+                    if command.words is not None:
+                        self.words = command.words
+                    continue
+                if command.type == "eof":
+                    await self._eof()
+                    return
+                await self._reset()
+                continue
+            await self._frame(message)
+
+    def _open(self) -> EngineBridge:
+        if self.bridge is None:
+            if self.app.stopping:
+                raise ProtocolError("shutdown", "server shutting down")
+            try:
+                self.bridge = EngineBridge(
+                    self.app, self.endpoint, StartConfig(sample_rate=self.sample_rate, words=self.words)
+                )
+            except ValueError as exc:
+                raise ProtocolError("bad_message", str(exc)) from None
+            self.stream_id = self.bridge.id
+        return self.bridge
+
+    def _drain(self) -> bool:
+        """Take the queued events; return True once EndOfStream was seen."""
+        assert self.bridge is not None
+        ended = False
+        while not self.bridge.queue.empty():
+            event = self.bridge.queue.get_nowait()
+            if isinstance(event, Partial):
+                self.partial_text = event.text
+                self.open_utterance = bool(event.text)
+                self.app.metrics.events.inc(type="partial")
+            elif isinstance(event, Final):
+                self.finals.append(to_dict(event))
+                self.partial_text = ""
+                self.open_utterance = False
+                self.app.metrics.events.inc(type="final")
+            elif isinstance(event, StreamError):
+                if event.fatal:
+                    raise ProtocolError(event.code, event.message)
+                self.app.metrics.errors.inc(code=event.code)
+            elif isinstance(event, EndOfStream):
+                ended = True
+        return ended
+
+    async def _wait(self, done, timeout: float) -> None:
+        """Wait (bounded) until ``done()`` holds, re-checking whenever an engine event arrives."""
+        assert self.bridge is not None
+        deadline = time.monotonic() + timeout
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.bridge.progress.clear()
+            if done():
+                return
+            try:
+                async with asyncio.timeout(left):
+                    await self.bridge.progress.wait()
+            except TimeoutError:
+                return
+
+    def _caught_up(self) -> bool:
+        """Has the engine processed every window the audio received so far allows?"""
+        assert self.bridge is not None
+        streaming = self.app.settings.streaming
+        reachable = self.bridge.received_s - streaming.lookahead_s - streaming.chunk_s
+        return self.bridge.covered_s >= reachable - 1e-6
+
+    def _reply(self) -> str:
+        if self.finals:
+            text = vosk_result(self.finals, self.words)
+            self.finals = []
+            return text
+        return vosk_partial(self.partial_text)
+
+    async def _frame(self, data: bytes) -> None:
+        if len(data) > self.limits.max_frame_bytes:
+            raise ProtocolError("frame_too_large", f"binary frame over {self.limits.max_frame_bytes} bytes")
+        samples = check_audio(data, "pcm_s16le")
+        bridge = self._open()
+        if bridge.received_s + samples.size / self.sample_rate > self.limits.max_stream_s:
+            raise ProtocolError(
+                "max_duration", f"stream longer than max_stream_s={self.limits.max_stream_s:g} s"
+            )
+        try:
+            bridge.accept(data, samples.size)
+        except ValueError as exc:
+            raise ProtocolError("bad_audio", str(exc)) from None
+        await self._wait(
+            lambda: self._drain() or self._caught_up(), self.app.settings.server.vosk_reply_wait_s
+        )
+        self._drain()
+        await self.ws.send(self._reply())
+
+    async def _reset(self) -> None:
+        if self.bridge is None:
+            await self.ws.send(vosk_result([], self.words))
+            return
+        self._drain()
+        if self.open_utterance:
+            self.bridge.stream.reset()
+            await self._wait(
+                lambda: self._drain() or not self.open_utterance, self.app.settings.server.vosk_reply_wait_s
+            )
+        self._drain()
+        finals, self.finals = self.finals, []
+        self.partial_text = ""
+        await self.ws.send(vosk_result(finals, self.words))
+
+    async def _eof(self) -> None:
+        if self.bridge is not None:
+            self.bridge.stream.end()
+            self.ended = True
+            seen_end = False
+
+            def finished() -> bool:
+                nonlocal seen_end
+                seen_end = seen_end or self._drain()
+                return seen_end
+
+            await self._wait(finished, END_TIMEOUT_S)
+            finals, self.finals = self.finals, []
+        else:
+            finals = []
+        await self.ws.send(vosk_result(finals, self.words))
+        await self.close(CloseCode.NORMAL, "")
+
+    async def shutdown(self) -> None:
+        """Server stopping: send the final result of the open utterance, then close 1001."""
+        if self.closing:
+            return
+        if self.bridge is not None and not self.ended:
+            self.ended = True
+            self.bridge.stream.end()
+            seen_end = False
+
+            def finished() -> bool:
+                nonlocal seen_end
+                seen_end = seen_end or self._drain()
+                return seen_end
+
+            try:
+                await self._wait(finished, END_TIMEOUT_S)
+                if self.finals:
+                    await self.ws.send(vosk_result(self.finals, self.words))
+                    self.finals = []
+            except Exception:
+                pass
+        self.app.metrics.errors.inc(code="shutdown")
+        await self.close(close_code_for("shutdown"), "server shutting down")
