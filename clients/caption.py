@@ -336,7 +336,8 @@ async def caption_via_server(
 async def caption_standalone(
     source: Any, renderer: CaptionRenderer, settings: Any, stop: asyncio.Event
 ) -> int:
-    from streamer import engine as engine_module, events
+    from streamer import engine as engine_module
+    from streamer import events
 
     loop = asyncio.get_running_loop()
     ended = asyncio.Event()
