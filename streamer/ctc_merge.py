@@ -1,0 +1,262 @@
+"""Stage 5: merge the owned CTC frames of successive windows into utterances and words.
+
+Greedy CTC collapse (argmax per frame, merge repeats, drop blanks) is carried across window seams: the
+last frame's label is kept, so a character whose frames straddle a seam is emitted once and a repeated
+character separated by a blank is emitted twice, exactly as when decoding the concatenated frames in one
+go (``tests/test_stream_merge.py`` checks this property for random frame sequences and random seams).
+The collapse state also continues across utterance boundaries: endpointing only decides where the
+text is cut, never what it says.
+
+Words carry start/end in seconds from the stream start (first frame of the first character to the end
+of the last character's last frame) and a confidence: the mean posterior of the frames that emitted the
+word's characters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamer.endpointing import Endpointer
+from streamer.events import Word
+
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "[PAD]", "[UNK]")
+
+
+class Vocabulary:
+    """id -> text for CTC labels: which id is blank, which the word delimiter, which print nothing."""
+
+    def __init__(self, tokens: list[str], blank_id: int, delimiter_id: int | None, silent_ids: set[int]):
+        self.tokens = tokens
+        self.blank_id = blank_id
+        self.delimiter_id = -1 if delimiter_id is None else delimiter_id
+        self.silent = np.zeros(len(tokens), dtype=bool)  # blank, delimiter, specials: not speech
+        for i in silent_ids | {blank_id, self.delimiter_id}:
+            if 0 <= i < len(tokens):
+                self.silent[i] = True
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any) -> Vocabulary:
+        vocab: dict[str, int] = tokenizer.get_vocab()
+        tokens = [""] * (max(vocab.values()) + 1)
+        for token, i in vocab.items():
+            tokens[i] = token
+        blank = getattr(tokenizer, "blank_id", None)
+        if blank is None:
+            blank = tokenizer.pad_token_id
+        delimiter = getattr(tokenizer, "word_delimiter_token_id", None)
+        if delimiter is None:
+            delimiter = vocab.get("|")
+        specials = {vocab[t] for t in SPECIAL_TOKENS if t in vocab}
+        specials |= set(getattr(tokenizer, "all_special_ids", []) or [])
+        specials.discard(delimiter)
+        return cls(tokens, int(blank), delimiter, specials)
+
+    def char(self, token_id: int) -> str:
+        if token_id == self.delimiter_id:
+            return " "
+        if self.silent[token_id]:
+            return ""
+        return self.tokens[token_id]
+
+
+@dataclass
+class Token:
+    id: int
+    first: int  # segment frame indices of the frames that emitted it (repeats included)
+    last: int
+    prob_sum: float
+    frames: int = 1
+
+
+@dataclass
+class Utterance:
+    """A finished utterance: text, words and the segment frames it spans."""
+
+    text: str
+    words: tuple[Word, ...]
+    start: float
+    end: float
+    log_probs: np.ndarray | None = field(default=None, repr=False)  # its frames, for a beam search re-decode
+    first_frame: int = 0
+
+
+def greedy_collapse(ids: np.ndarray, blank_id: int, prev: int | None = None) -> list[int]:
+    """Reference CTC collapse of a whole frame sequence (``prev``: label before the first frame)."""
+    out: list[int] = []
+    last = blank_id if prev is None else prev
+    for i in ids.tolist():
+        if i != blank_id and i != last:
+            out.append(i)
+        last = i
+    return out
+
+
+class CtcMerger:
+    """Per-stream merge state: collapse carry, the open utterance, the endpointer."""
+
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        *,
+        frame_seconds: float,
+        endpointer: Endpointer,
+        keep_log_probs: bool = False,
+        sample_rate: int = 16_000,
+    ) -> None:
+        self.vocab = vocab
+        self.frame_seconds = frame_seconds
+        self.endpointer = endpointer
+        self.keep_log_probs = keep_log_probs
+        self.sample_rate = sample_rate
+        self.prev = vocab.blank_id  # label of the last frame merged (the seam carry)
+        self.time_offset = 0.0  # seconds of the segment origin from the stream start
+        self.tokens: list[Token] = []  # open utterance
+        self.utt_first_frame: int | None = None  # frame of the open utterance's first character
+        self._saved: list[np.ndarray] = []  # open utterance's frame log-probs (beam search)
+        self._saved_from = 0
+        self.next_frame = 0
+
+    # -- segments ----------------------------------------------------------------------------------
+
+    def start_segment(self, origin_sample: int) -> None:
+        """A new segment (after reset/overload) starts at ``origin_sample``; the collapse carry restarts."""
+        self.prev = self.vocab.blank_id
+        self.time_offset = origin_sample / self.sample_rate
+        self.tokens = []
+        self.utt_first_frame = None
+        self._saved = []
+        self._saved_from = 0
+        self.next_frame = 0
+        self.endpointer.reset()
+
+    # -- merging -----------------------------------------------------------------------------------
+
+    def push(self, log_probs: np.ndarray | None, first_frame: int, count: int) -> list[Utterance]:
+        """Merge ``count`` owned frames starting at segment frame ``first_frame`` (``None``: all blank).
+
+        Returns the utterances the endpointer closed inside these frames.
+        """
+        if count <= 0:
+            return []
+        if first_frame != self.next_frame:
+            raise RuntimeError(f"frames out of order: expected frame {self.next_frame}, got {first_frame}")
+        self.next_frame = first_frame + count
+        vocab = self.vocab
+        if log_probs is None:
+            ids = [vocab.blank_id] * count
+            probs = [1.0] * count
+        else:
+            log_probs = log_probs[:count]
+            best = log_probs.argmax(axis=1)
+            ids = best.tolist()
+            probs = np.exp(log_probs[np.arange(count), best]).tolist()
+            if self.keep_log_probs:
+                if not self._saved:
+                    self._saved_from = first_frame
+                self._saved.append(np.array(log_probs, dtype=np.float32))
+        done: list[Utterance] = []
+        silent = vocab.silent
+        blank, delim = vocab.blank_id, vocab.delimiter_id
+        prev = self.prev
+        for offset, (i, p) in enumerate(zip(ids, probs, strict=True)):
+            frame = first_frame + offset
+            if i != blank:
+                if i == prev and self.tokens and self.tokens[-1].id == i:
+                    tok = self.tokens[-1]
+                    tok.last = frame
+                    tok.prob_sum += p
+                    tok.frames += 1
+                elif i != prev and (self.tokens or not silent[i]):
+                    self.tokens.append(Token(i, frame, frame, p))
+                    if self.utt_first_frame is None and not silent[i]:
+                        self.utt_first_frame = frame
+            prev = i
+            if self.utt_first_frame is not None:
+                boundary = not self.tokens or self.tokens[-1].id == delim
+                if self.endpointer.observe(not silent[i], frame - self.utt_first_frame, boundary):
+                    done.append(self._close(frame + 1))
+        self.prev = prev
+        return done
+
+    def finish(self) -> Utterance | None:
+        """Close the open utterance (end of segment); None if it has no text."""
+        if self.utt_first_frame is None:
+            self.tokens = []
+            self._saved = []
+            return None
+        return self._close(self.next_frame)
+
+    def _close(self, end_frame: int) -> Utterance:
+        tokens, self.tokens = self.tokens, []
+        self.utt_first_frame = None
+        self.endpointer.reset()
+        log_probs = None
+        if self.keep_log_probs and self._saved:
+            frames = np.concatenate(self._saved)
+            lo = tokens[0].first - self._saved_from if tokens else 0
+            hi = end_frame - self._saved_from
+            log_probs = frames[max(lo, 0) : hi]
+            rest = frames[hi:]
+            self._saved = [rest] if len(rest) else []
+            self._saved_from = end_frame
+        words = self.words(tokens)
+        text = " ".join(w.word for w in words)
+        start = words[0].start if words else self._t(end_frame)
+        end = words[-1].end if words else start
+        first = tokens[0].first if tokens else end_frame
+        return Utterance(
+            text=text, words=tuple(words), start=start, end=end, log_probs=log_probs, first_frame=first
+        )
+
+    def _t(self, frame: int) -> float:
+        return round(self.time_offset + frame * self.frame_seconds, 3)
+
+    def words(self, tokens: list[Token]) -> list[Word]:
+        words: list[Word] = []
+        current: list[Token] = []
+        for tok in [*tokens, None]:
+            if tok is None or tok.id == self.vocab.delimiter_id:
+                text = "".join(self.vocab.char(t.id) for t in current)
+                if text:
+                    conf = sum(t.prob_sum for t in current) / sum(t.frames for t in current)
+                    words.append(
+                        Word(
+                            text,
+                            self._t(current[0].first),
+                            self._t(current[-1].last + 1),
+                            round(min(conf, 1.0), 3),
+                        )
+                    )
+                current = []
+            elif not self.vocab.silent[tok.id]:
+                current.append(tok)
+        return words
+
+    # -- partials ----------------------------------------------------------------------------------
+
+    def partial(self, lookahead: np.ndarray | None) -> tuple[str, str, float]:
+        """(committed, tentative, utterance start) of the open utterance.
+
+        Committed: its completed words (they can no longer change). Tentative: the word in progress plus
+        what the look-ahead frames (recomputed by the next window) say, decoded from the current carry.
+        """
+        chars = [self.vocab.char(t.id) for t in self.tokens]
+        text = "".join(chars)
+        if self.tokens and self.tokens[-1].id == self.vocab.delimiter_id:
+            committed, pending = text, ""
+        else:
+            cut = text.rfind(" ")
+            committed, pending = (text[: cut + 1], text[cut + 1 :]) if cut >= 0 else ("", text)
+        if lookahead is not None and len(lookahead):
+            ids = lookahead.argmax(axis=1)
+            more = greedy_collapse(ids, self.vocab.blank_id, self.prev)
+            if not self.tokens:
+                while more and self.vocab.silent[more[0]]:
+                    more.pop(0)
+            pending += "".join(self.vocab.char(i) for i in more)
+        start = self._t(self.utt_first_frame) if self.utt_first_frame is not None else math.nan
+        return " ".join(committed.split()), " ".join(pending.split()), start

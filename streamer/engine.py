@@ -1,0 +1,572 @@
+"""Transport-free streaming recognition: the API the daemon, mic mode and file mode use.
+
+Data path, top to bottom (each stage only talks to the next one):
+
+    accept(bytes|array) -> pcm.PcmDecoder        validate, decode, resample to 16 kHz
+                        -> ring_buffer.RingBuffer bounded per-stream samples
+                        -> windowing.Chunker      [left | chunk | look-ahead] windows on the frame grid,
+                                                  normalization, energy gate
+                        -> scheduler.BatchScheduler one worker thread, cross-stream batches
+                        -> ctc_merge.CtcMerger    seam-exact CTC collapse, endpointing, words
+                        -> on_event(Partial | Final | StreamError | EndOfStream)
+
+Threading: ``accept``/``reset``/``end``/``close`` may be called from any thread and never block on the
+model; ``on_event`` is always called from the inference worker (or, in :meth:`transcribe_stream` without
+a started worker, from the calling thread).
+
+Overload: audio waiting for the model is bounded by ``limits.max_queued_s`` (and the ring buffer by
+``streaming.buffer_s``). Past that, ``overload_policy="drop_oldest"`` closes the open utterance, drops the
+queued audio, emits ``StreamError(code="overload", fatal=False)`` and carries on with the newest audio;
+``"close"`` emits a fatal ``StreamError(code="overload")`` and closes the stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamer.config import Settings
+from streamer.ctc_merge import CtcMerger, Utterance, Vocabulary
+from streamer.endpointing import Endpointer
+from streamer.events import EndOfStream, Event, Final, Partial, StreamError, Word
+from streamer.pcm import MODEL_SAMPLE_RATE, AudioFormatError, PcmDecoder, check_encoding, check_sample_rate
+from streamer.ring_buffer import RingBuffer
+from streamer.scheduler import BatchScheduler, ModelRunner
+from streamer.windowing import NORMALIZATION_EPSILON, Chunker, FrameGeometry, Window, WindowLayout
+
+__all__ = ["AudioFormatError", "EngineStats", "RecognitionEngine", "RecognitionStream", "load_model"]
+
+log = logging.getLogger(__name__)
+LATENCY_SAMPLES = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineStats:
+    active_streams: int
+    audio_seconds: float  # audio accepted (16 kHz seconds) since start
+    compute_seconds: float  # wall time spent in model forwards
+    batches: int
+    windows: int  # windows run through the model
+    gated_windows: int  # windows skipped by the energy gate
+    queue_depth: int  # streams with a window waiting for the model
+    queued_audio_seconds: float  # audio received but not yet windowed, all streams
+    overloads: int
+    errors: int
+    latency_samples: tuple[float, ...]  # recent seconds from a window's newest sample arriving to its events
+
+
+# -- model loading ---------------------------------------------------------------------------------
+
+
+def _default_model_dir() -> Path:
+    from model import default_model_dir  # type: ignore[attr-defined]
+
+    return Path(default_model_dir())
+
+
+def load_model(settings: Settings) -> tuple[Any, Any, Any, str]:
+    """(model, tokenizer, config, name) for ``settings.model``; quantized/cast/moved as configured."""
+    import torch
+
+    ms = settings.model
+    path = Path(ms.path) if ms.path else _default_model_dir()
+    if ms.threads > 0:
+        torch.set_num_threads(ms.threads)
+    try:
+        from model import Wav2Vec2ConformerForCTC, Wav2Vec2CTCTokenizer  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - only while the in-house model package is incomplete
+        from transformers import Wav2Vec2ConformerForCTC, Wav2Vec2CTCTokenizer
+    model = Wav2Vec2ConformerForCTC.from_pretrained(str(path)).eval()
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(path))
+    if ms.quantize:
+        if ms.quantize != "int8":
+            raise ValueError(f"model.quantize must be 'int8' or unset, got {ms.quantize!r}")
+        if ms.device != "cpu":
+            raise ValueError("int8 dynamic quantization runs on the CPU only")
+        try:
+            from model.quantize import quantize_dynamic_int8  # type: ignore[import-not-found]
+        except ImportError:  # pragma: no cover
+            from torch.ao.quantization import quantize_dynamic
+
+            def quantize_dynamic_int8(m: Any) -> Any:
+                return quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
+
+        model = quantize_dynamic_int8(model)
+    model = model.to(ms.device)
+    if ms.dtype != "float32":
+        model = model.to({"float16": torch.float16, "bfloat16": torch.bfloat16}[ms.dtype])
+    return model, tokenizer, model.config, path.name
+
+
+# -- streams ---------------------------------------------------------------------------------------
+
+
+class RecognitionStream:
+    """One audio stream. Create with :meth:`RecognitionEngine.open_stream`."""
+
+    def __init__(
+        self,
+        engine: RecognitionEngine,
+        on_event: Callable[[Event], None],
+        *,
+        sample_rate: int,
+        encoding: str,
+        partials: bool,
+        words: bool,
+    ) -> None:
+        s = engine.settings
+        self.id = uuid.uuid4().hex[:16]
+        self.engine = engine
+        self.partials = partials
+        self.words = words
+        self._on_event = on_event
+        self._lock = threading.Lock()
+        self._decoder = PcmDecoder(sample_rate, encoding)
+        self._buffer = RingBuffer(
+            max(int(s.streaming.buffer_s * MODEL_SAMPLE_RATE), engine.layout.window * 2)
+        )
+        gate = s.endpoint.energy_gate_dbfs
+        self._chunker = Chunker(
+            engine.geometry,
+            engine.layout,
+            self._buffer,
+            normalization=s.streaming.normalization,
+            energy_gate_dbfs=None if gate is None or math.isinf(gate) else gate,
+        )
+        frame_s = engine.geometry.stride / MODEL_SAMPLE_RATE
+        self._merger = CtcMerger(
+            engine.vocab,
+            frame_seconds=frame_s,
+            endpointer=Endpointer(s.endpoint.min_silence_s, s.endpoint.max_utterance_s, frame_s),
+            keep_log_probs=engine.beam is not None,
+        )
+        self._max_queued = int(s.limits.max_queued_s * MODEL_SAMPLE_RATE)
+        self._arrivals: deque[tuple[int, float]] = deque()
+        self._pending: list[Window] = []
+        self._notices: list[
+            tuple[str, Any]
+        ] = []  # ("overload", (generation, origin, dropped_s)) | ("close", msg)
+        self._merge_generation = 0
+        self._ended = False
+        self._closed = False
+        self.done = threading.Event()  # set after EndOfStream, a fatal error or close()
+
+    # -- client side (any thread) ------------------------------------------------------------------
+
+    def accept(self, data: bytes | bytearray | memoryview | np.ndarray) -> None:
+        """Queue audio (thread-safe, non-blocking). Raises AudioFormatError on malformed audio."""
+        if self._closed:
+            return
+        if self._ended:
+            raise RuntimeError(f"stream {self.id} has ended; no more audio can be accepted")
+        with self._lock:
+            samples = self._decoder.push(data)
+            if samples.size:
+                self._append(samples)
+        self.engine._audio_in(len(samples))
+        self.engine.scheduler.notify()
+
+    def reset(self) -> None:
+        """End the current utterance at the audio received so far (its Final follows)."""
+        with self._lock:
+            if self._closed or self._ended:
+                return
+            self._chunker.close_segment()
+        self.engine.scheduler.notify()
+
+    def end(self) -> None:
+        """No more audio: the remaining Final(s), then EndOfStream, follow."""
+        with self._lock:
+            if self._closed or self._ended:
+                return
+            self._ended = True
+            tail = self._decoder.flush()
+            if tail.size:
+                self._append(tail)
+            self._chunker.close_segment(eos=True)
+        self.engine.scheduler.notify()
+
+    def close(self) -> None:
+        """Abandon the stream: free its buffers; no more events."""
+        with self._lock:
+            self._closed = True
+            self._pending = []
+            self._arrivals.clear()
+        self.engine._forget(self)
+        self.done.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _append(self, samples: np.ndarray) -> None:
+        now = time.monotonic()
+        buf = self._buffer
+        if len(samples) > buf.free or self._chunker.queued_samples + len(samples) > self._max_queued:
+            if self.engine.settings.limits.overload_policy == "close":
+                self._notices.append(("close", "the recognizer fell behind; closing the stream"))
+                self._ended = True
+                return
+            # drop_oldest: abandon everything waiting and continue with the newest audio.
+            keep = min(len(samples), buf.capacity // 2, max(self._max_queued // 2, 1))
+            dropped = self._chunker.queued_samples + len(samples) - keep
+            buf.skip_to(buf.end)
+            self._chunker.restart_at(buf.end)
+            samples = samples[len(samples) - keep :]
+            self._notices.append(
+                ("overload", (self._chunker.generation, buf.end, dropped / MODEL_SAMPLE_RATE))
+            )
+            self.engine._overload()
+        buf.append(samples)
+        self._arrivals.append((buf.end, now))
+
+    def _arrival_of(self, index: int) -> float:
+        arrivals = self._arrivals
+        while len(arrivals) > 1 and arrivals[0][0] < index:
+            arrivals.popleft()
+        return arrivals[0][1] if arrivals else time.monotonic()
+
+    # -- worker side -------------------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        if self._closed:
+            return False
+        return bool(self._notices) or bool(self._pending) or not self._chunker.idle
+
+    def take_windows(self, aligned: int | None) -> list[Window]:
+        events: list[Event] = []
+        with self._lock:
+            if self._closed:
+                return []
+            notices, self._notices = self._notices, []
+            for kind, payload in notices:
+                if kind == "close":
+                    events.extend(self._finish_utterance())
+                    events.append(StreamError(self.id, "overload", payload, fatal=True))
+                    self._closed = True
+                elif kind == "overload":
+                    generation, origin, dropped = payload
+                    events.extend(self._finish_utterance())
+                    events.append(
+                        StreamError(
+                            self.id,
+                            "overload",
+                            f"the recognizer fell behind; dropped {dropped:.1f} s of audio",
+                            fatal=False,
+                        )
+                    )
+                    self._merger.start_segment(origin)
+                    self._merge_generation = generation
+                    self._pending = [w for w in self._pending if w.generation >= generation]
+            if not self._closed:
+                while (w := self._chunker.next_window()) is not None:
+                    w.arrival = self._arrival_of(w.end)
+                    w.stream = self
+                    self._pending.append(w)
+                if aligned is None or (self._pending and self._pending[-1].eos):
+                    out, self._pending = self._pending, []
+                elif self._pending:
+                    limit = (self._pending[-1].seq + 1) // aligned * aligned
+                    out = [w for w in self._pending if w.seq < limit]
+                    self._pending = self._pending[len(out) :]
+                else:
+                    out = []
+            else:
+                out = []
+        self._emit_all(events)
+        if self._closed:
+            self.engine._forget(self)
+            self.done.set()
+        return out
+
+    def consume(self, window: Window, log_probs: np.ndarray | None) -> None:
+        if self._closed:
+            return
+        merger = self._merger
+        events: list[Event] = []
+        if window.generation != self._merge_generation:
+            if window.generation < self._merge_generation:
+                return  # audio of a segment dropped by the overload policy
+            events.extend(self._finish_utterance())
+            merger.start_segment(window.origin)
+            self._merge_generation = window.generation
+        owned = (
+            None if log_probs is None else log_probs[window.owned_offset : window.owned_offset + window.owned]
+        )
+        for utterance in merger.push(owned, window.first_frame, window.owned):
+            events.append(self._final(utterance))
+        if window.final:
+            events.extend(self._finish_utterance())
+            if window.eos:
+                events.append(EndOfStream(self.id))
+        elif log_probs is not None and self.partials:
+            lookahead = log_probs[window.owned_offset + window.owned :]
+            committed, tentative, start = merger.partial(lookahead)
+            if committed or tentative:
+                events.append(
+                    Partial(self.id, committed, tentative, start, round(window.end / MODEL_SAMPLE_RATE, 3))
+                )
+        if log_probs is not None:
+            self.engine._latency(time.monotonic() - window.arrival)
+        self._emit_all(events)
+        if window.eos:
+            self.engine._forget(self)
+            self.done.set()
+
+    def fail(self, code: str, message: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._emit_all([StreamError(self.id, code, message, fatal=True)])
+        self.engine._forget(self)
+        self.done.set()
+
+    def _finish_utterance(self) -> list[Event]:
+        utterance = self._merger.finish()
+        return [self._final(utterance)] if utterance is not None else []
+
+    def _final(self, utterance: Utterance) -> Final:
+        text, words = utterance.text, utterance.words
+        if self.engine.beam is not None and utterance.log_probs is not None and len(utterance.log_probs):
+            text, words = self.engine._beam_decode(utterance)
+        return Final(self.id, text, words if self.words else (), utterance.start, utterance.end)
+
+    def _emit_all(self, events: Iterable[Event]) -> None:
+        for event in events:
+            try:
+                self._on_event(event)
+            except Exception:
+                log.exception("on_event callback of stream %s raised (ignored)", self.id)
+
+    def queued_seconds(self) -> float:
+        return max(0, self._chunker.queued_samples) / MODEL_SAMPLE_RATE
+
+
+# -- engine ----------------------------------------------------------------------------------------
+
+
+class RecognitionEngine:
+    """Loads the model once and serves any number of streams from one inference worker."""
+
+    def __init__(self, settings: Settings | None = None, *, model: Any = None, tokenizer: Any = None) -> None:
+        self.settings = settings = settings or Settings()
+        if model is None:
+            model, loaded_tokenizer, config, self.model_name = load_model(settings)
+            tokenizer = tokenizer or loaded_tokenizer
+        else:
+            if tokenizer is None:
+                raise ValueError("pass the tokenizer together with an explicit model")
+            config = model.config
+            self.model_name = getattr(config, "name_or_path", "") or type(model).__name__
+            self.model_name = Path(self.model_name).name or self.model_name
+        self.model = model
+        self.config = config
+        self.tokenizer = tokenizer
+        self.vocab = Vocabulary.from_tokenizer(tokenizer)
+        self.geometry = FrameGeometry.from_config(config)
+        st = settings.streaming
+        self.layout = WindowLayout.from_seconds(self.geometry, st.left_context_s, st.chunk_s, st.lookahead_s)
+        self.runner = ModelRunner(model, settings.model.device, settings.model.dtype)
+        b = settings.batching
+        self.scheduler = BatchScheduler(self.runner, max_batch=b.max_batch, max_wait_ms=b.max_wait_ms)
+        self.beam = self._load_beam(settings)
+        self._lock = threading.Lock()
+        self._streams: dict[str, RecognitionStream] = {}
+        self._audio_samples = 0
+        self._overloads = 0
+        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
+        if drain and self.scheduler.running:
+            streams = list(self._streams.values())
+            for stream in streams:
+                stream.reset()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and any(s.has_ready() for s in streams):
+                time.sleep(0.01)
+            time.sleep(0.0)
+        self.scheduler.stop(timeout)
+
+    def __enter__(self) -> RecognitionEngine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- streams -----------------------------------------------------------------------------------
+
+    def open_stream(
+        self,
+        on_event: Callable[[Event], None],
+        *,
+        sample_rate: int = MODEL_SAMPLE_RATE,
+        encoding: str = "pcm_s16le",
+        partials: bool = True,
+        words: bool = True,
+    ) -> RecognitionStream:
+        check_sample_rate(sample_rate)
+        check_encoding(encoding)
+        stream = RecognitionStream(
+            self, on_event, sample_rate=sample_rate, encoding=encoding, partials=partials, words=words
+        )
+        with self._lock:
+            self._streams[stream.id] = stream
+        self.scheduler.add(stream.id, stream)
+        return stream
+
+    def _forget(self, stream: RecognitionStream) -> None:
+        with self._lock:
+            self._streams.pop(stream.id, None)
+        self.scheduler.remove(stream.id)
+
+    # -- stats -------------------------------------------------------------------------------------
+
+    def _audio_in(self, samples: int) -> None:
+        self._audio_samples += samples
+
+    def _overload(self) -> None:
+        self._overloads += 1
+
+    def _latency(self, seconds: float) -> None:
+        self._latencies.append(seconds)
+
+    def stats(self) -> EngineStats:
+        with self._lock:
+            streams = list(self._streams.values())
+        s = self.scheduler.stats
+        return EngineStats(
+            active_streams=len(streams),
+            audio_seconds=self._audio_samples / MODEL_SAMPLE_RATE,
+            compute_seconds=s.compute_seconds,
+            batches=s.batches,
+            windows=s.windows,
+            gated_windows=s.gated_windows,
+            queue_depth=sum(1 for st in streams if st.has_ready()),
+            queued_audio_seconds=sum(st.queued_seconds() for st in streams),
+            overloads=self._overloads,
+            errors=s.errors,
+            latency_samples=tuple(self._latencies),
+        )
+
+    # -- decoding ----------------------------------------------------------------------------------
+
+    def _load_beam(self, settings: Settings) -> Any:
+        method = settings.decoder.method
+        if method == "greedy":
+            return None
+        if method != "beam":
+            raise ValueError(f"decoder.method must be 'greedy' or 'beam', got {method!r}")
+        from streamer.beam import make_beam_decoder
+
+        return make_beam_decoder(settings.decoder, self.vocab, self.settings.model.path)
+
+    def _beam_decode(self, utterance: Utterance) -> tuple[str, tuple[Word, ...]]:
+        return self.beam.decode_utterance(utterance, self.geometry.stride / MODEL_SAMPLE_RATE)
+
+    # -- synchronous conveniences (files, tests) ---------------------------------------------------
+
+    def transcribe_stream(
+        self,
+        samples: np.ndarray,
+        chunk_sizes: int | Sequence[int] | None = None,
+        *,
+        sample_rate: int = MODEL_SAMPLE_RATE,
+        timeout: float = 600.0,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> list[Final]:
+        """Stream ``samples`` through a new stream in chunks and return its Finals.
+
+        ``chunk_sizes``: samples per chunk (an int, or a sequence cycled until the audio is used up);
+        None = one chunk. Without a started worker the windows run in the calling thread in batches whose
+        composition depends only on window numbers, so the output is bit-identical for any chunking.
+        """
+        events: list[Event] = []
+
+        def collect(event: Event) -> None:
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
+
+        stream = self.open_stream(collect, sample_rate=sample_rate)
+        samples = np.asarray(samples)
+        sizes = itertools.cycle(
+            [len(samples) or 1]
+            if chunk_sizes is None
+            else [chunk_sizes]
+            if isinstance(chunk_sizes, int)
+            else list(chunk_sizes)
+        )
+        threaded = self.scheduler.running
+        # Keep each accept well inside the queue limit so the synchronous path never overloads.
+        piece = max(
+            1, int(min(self.settings.limits.max_queued_s, self.settings.streaming.buffer_s) / 4 * sample_rate)
+        )
+        pos = 0
+        while pos < len(samples):
+            size = max(1, int(next(sizes)))
+            chunk = samples[pos : pos + size]
+            pos += size
+            for i in range(0, len(chunk), piece if not threaded else len(chunk)):
+                stream.accept(chunk[i : i + piece] if not threaded else chunk)
+                if not threaded:
+                    self.scheduler.run_round([stream], aligned=True)
+                if threaded:
+                    break
+        stream.end()
+        if threaded:
+            if not stream.done.wait(timeout):
+                raise TimeoutError(f"stream {stream.id} did not finish within {timeout} s")
+        else:
+            while not stream.done.is_set():
+                if self.scheduler.run_round([stream], aligned=True) == 0 and not stream.has_ready():
+                    break
+        errors = [e for e in events if isinstance(e, StreamError) and e.fatal]
+        if errors:
+            raise RuntimeError(f"stream failed: {errors[0].code}: {errors[0].message}")
+        return [e for e in events if isinstance(e, Final)]
+
+    def log_probs(self, samples: np.ndarray) -> np.ndarray:
+        """Offline CTC log-probabilities of a whole 16 kHz float signal (per-utterance normalization)."""
+        x = np.asarray(samples, dtype=np.float32)
+        x = (x - x.mean()) / np.sqrt(x.var() + NORMALIZATION_EPSILON)
+        return self.runner(x[None])[0]
+
+    def transcribe(self, samples: np.ndarray, sample_rate: int = MODEL_SAMPLE_RATE) -> Final:
+        """Offline reference: the whole signal in one forward, greedy CTC, no endpointing."""
+        decoder = PcmDecoder(sample_rate, "f32le")
+        audio = np.concatenate([decoder.push(np.asarray(samples)), decoder.flush()])
+        return self.decode_log_probs(self.log_probs(audio))
+
+    def decode_log_probs(self, log_probs: np.ndarray, stream_id: str = "offline") -> Final:
+        frame_s = self.geometry.stride / MODEL_SAMPLE_RATE
+        merger = CtcMerger(
+            self.vocab,
+            frame_seconds=frame_s,
+            endpointer=Endpointer(math.inf, math.inf, frame_s),
+            keep_log_probs=self.beam is not None,
+        )
+        merger.push(log_probs, 0, len(log_probs))
+        utterance = merger.finish()
+        if utterance is None:
+            return Final(stream_id, "", (), 0.0, 0.0)
+        text, words = utterance.text, utterance.words
+        if self.beam is not None and utterance.log_probs is not None and len(utterance.log_probs):
+            text, words = self._beam_decode(utterance)
+        return Final(stream_id, text, words, utterance.start, utterance.end)
