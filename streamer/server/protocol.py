@@ -122,7 +122,7 @@ def parse_start(obj: dict[str, Any]) -> StartConfig:
         raise ProtocolError("bad_message", f"unsupported protocol version {version!r} (server speaks 1)")
     rate = parse_sample_rate(obj.get("sample_rate", 16000))
     encoding = obj.get("encoding", "pcm_s16le")
-    if encoding not in ENCODINGS:
+    if not isinstance(encoding, str) or encoding not in ENCODINGS:
         raise ProtocolError(
             "bad_message", f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}"
         )
@@ -231,8 +231,9 @@ def parse_vosk_text(text: str, max_bytes: int = 65536) -> VoskMessage:
 
 def _vosk_escape(text: str) -> str:
     # json.h's json_escape: only these are escaped; other characters pass through as UTF-8.
+    # Other control characters (which vosk would emit raw, making invalid JSON) become \\u00XX.
     table = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-    return "".join(table.get(c, c) for c in text)
+    return "".join(table.get(c, c if c >= " " else f"\\u{ord(c):04x}") for c in text)
 
 
 def vosk_dump(value: Any, depth: int = 1) -> str:
@@ -243,7 +244,7 @@ def vosk_dump(value: Any, depth: int = 1) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
-        items = [f'{pad}"{key}" : {vosk_dump(value[key], depth + 1)}' for key in sorted(value)]
+        items = [f'{pad}"{_vosk_escape(key)}" : {vosk_dump(value[key], depth + 1)}' for key in sorted(value)]
         return "{\n" + ",\n".join(items) + "\n" + pad[2:] + "}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(vosk_dump(v, depth + 1) for v in value) + "]"
