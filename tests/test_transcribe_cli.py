@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from model.audio import load_audio
 from model.feature_extraction import Wav2Vec2FeatureExtractor
 from model.processor import Wav2Vec2Processor
 from model.tokenizer import Wav2Vec2CTCTokenizer
@@ -192,3 +193,31 @@ def test_bfloat16_and_beam_run_end_to_end(tiny_model, capsys):
 def test_int8_quantization_is_cpu_only():
     with pytest.raises(ValueError, match="CPU"):
         transcribe.load_recognizer("unused", device="cuda", quantize="int8")
+
+
+def test_log_probs_and_text_match_a_transformers_pipeline(tiny_model):
+    """Same file through transformers' feature extractor + model + tokenizer gives the same result."""
+    import transformers
+
+    recognizer = transcribe.load_recognizer(tiny_model)
+    audio = load_audio(DATA / "hello_world.wav")
+    ours = transcribe.frame_log_probs(audio, recognizer)
+
+    hf_processor = transformers.Wav2Vec2Processor.from_pretrained(str(tiny_model))
+    hf_model = transformers.Wav2Vec2ConformerForCTC.from_pretrained(str(tiny_model)).eval()
+    inputs = hf_processor(audio, sampling_rate=16000, return_tensors="pt")
+    with torch.inference_mode():
+        theirs = torch.log_softmax(hf_model(**inputs).logits[0], dim=-1)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+    ids = theirs.argmax(-1)
+    ids[torch.isin(ids, torch.tensor([1, 2, 3]))] = 0  # <s>, </s>, <unk> read as blank
+    expected = " ".join(hf_processor.decode(ids).split())
+    assert transcribe.greedy_decode(ours, recognizer.processor.tokenizer, 0.02).text == expected
+
+
+def test_int8_quantized_model_transcribes(tiny_model, capsys):
+    pytest.importorskip("model.quantize")
+    wav = str(DATA / "hello_world.wav")
+    assert cli.main(["transcribe", "--model", str(tiny_model), "--quantize", "int8", "--json", wav]) == 0
+    assert json.loads(capsys.readouterr().out)["file"] == wav
