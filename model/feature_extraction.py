@@ -32,19 +32,14 @@ class BatchFeature(dict):
         except KeyError:
             raise AttributeError(name) from None
 
-    def to(self, *args: Any, **kwargs: Any) -> BatchFeature:
-        """Move every torch tensor (e.g. to a device or dtype); floating dtypes only touch float tensors."""
+    def to(self, device: Any = None, dtype: Any = None) -> BatchFeature:
+        """Move torch tensors to ``device``; ``dtype`` casts floating-point ones only (masks stay integer)."""
         import torch
 
         moved = BatchFeature()
         for name, value in self.items():
             if isinstance(value, torch.Tensor):
-                casts_dtype = any(isinstance(a, torch.dtype) for a in args) or "dtype" in kwargs
-                if casts_dtype and not value.is_floating_point():
-                    device_args = [a for a in args if not isinstance(a, torch.dtype)]
-                    value = value.to(*device_args, **{k: v for k, v in kwargs.items() if k != "dtype"})
-                else:
-                    value = value.to(*args, **kwargs)
+                value = value.to(device, dtype if value.is_floating_point() else None)
             moved[name] = value
         return moved
 

@@ -95,3 +95,12 @@ def test_save_and_load_roundtrip_both_ways(tmp_path):
     assert theirs.return_attention_mask and not theirs.do_normalize
     transformers.Wav2Vec2FeatureExtractor(sampling_rate=8000).save_pretrained(str(tmp_path / "theirs"))
     assert Wav2Vec2FeatureExtractor.from_pretrained(tmp_path / "theirs").sampling_rate == 8000
+
+
+def test_to_casts_only_floating_tensors(batch):
+    features = Wav2Vec2FeatureExtractor(return_attention_mask=True)(
+        batch, sampling_rate=16000, return_tensors="pt"
+    )
+    moved = features.to("cpu", torch.bfloat16)
+    assert moved.input_values.dtype == torch.bfloat16
+    assert moved.attention_mask.dtype == torch.int32
