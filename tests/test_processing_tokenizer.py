@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model.tokenizer import Wav2Vec2CTCTokenizer, offsets_to_seconds, seconds_per_frame
 
@@ -135,3 +137,37 @@ def test_special_tokens_missing_from_vocab_are_absent():
     assert tokenizer.vocab_size == 4
     with pytest.raises(ValueError, match="pad token"):
         Wav2Vec2CTCTokenizer({"A": 0})
+
+
+@settings(max_examples=150, deadline=None)
+@given(ids=st.lists(st.integers(min_value=0, max_value=len(VOCAB) + 1), max_size=40), skip=st.booleans())
+def test_decode_parity_on_arbitrary_ids(vocab_dir, ids, skip):
+    ours, theirs = _cased_pair(vocab_dir)
+    expected = theirs.decode(
+        ids, skip_special_tokens=skip, output_char_offsets=True, output_word_offsets=True
+    )
+    got = ours.decode(ids, skip_special_tokens=skip, output_char_offsets=True, output_word_offsets=True)
+    assert (got.text, got.char_offsets, got.word_offsets) == (
+        expected.text,
+        expected.char_offsets,
+        expected.word_offsets,
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(pieces=st.lists(st.sampled_from(["a", "E", "t", "B", "'", " ", "  ", "<unk>", "<s>", "|", "x"])))
+def test_encode_parity_on_arbitrary_text(vocab_dir, pieces):
+    ours, theirs = _cased_pair(vocab_dir)
+    text = "".join(pieces)
+    assert ours.encode(text) == theirs(text)["input_ids"]
+
+
+_PAIRS: dict = {}
+
+
+def _cased_pair(vocab_dir):
+    """One (ours, transformers) tokenizer pair per vocabulary directory, built once."""
+    if vocab_dir not in _PAIRS:
+        path = vocab_dir / "vocab.json"
+        _PAIRS[vocab_dir] = (Wav2Vec2CTCTokenizer(path), transformers.Wav2Vec2CTCTokenizer(str(path)))
+    return _PAIRS[vocab_dir]
