@@ -37,7 +37,13 @@ WS_ROUTES = {"/v1/stream": NativeSession, "/v1/listen": ListenSession}
 
 
 def engine_alive(engine: Any) -> bool:
-    """Is the engine's worker alive? (``is_alive()``/``alive``/``worker_alive``, whichever it has.)"""
+    """Is the engine's inference worker alive? (``engine.scheduler.running``, or ``is_alive()``/``alive``.)"""
+    scheduler = getattr(engine, "scheduler", None)
+    if scheduler is not None and hasattr(scheduler, "running"):
+        try:
+            return bool(scheduler.running)
+        except Exception:
+            return False
     for name in ("is_alive", "alive", "worker_alive", "running"):
         attr = getattr(engine, name, None)
         if attr is None:

@@ -109,6 +109,20 @@ class EngineBridge:
             del self._arrival_t[: _MAX_ARRIVALS // 2]
         self.app.metrics.audio_seconds.inc(seconds, endpoint=self.endpoint)
 
+    def caught_up(self) -> bool:
+        """Has the engine processed every window this stream's audio allows so far?
+
+        Uses the engine's scheduler state when it exposes it (``stream.has_ready()`` and a round in
+        progress); otherwise whether events have covered the audio up to the last full window.
+        """
+        has_ready = getattr(self.stream, "has_ready", None)
+        scheduler = getattr(self.app.engine, "scheduler", None)
+        busy = getattr(scheduler, "_compute_lock", None)
+        if callable(has_ready) and busy is not None and hasattr(busy, "locked"):
+            return not has_ready() and not busy.locked()
+        streaming = self.app.settings.streaming
+        return self.covered_s >= self.received_s - streaming.lookahead_s - streaming.chunk_s - 1e-6
+
     def close(self) -> None:
         if self._closed:
             return

@@ -8,6 +8,7 @@ then close 1000; ``{"reset" : 1}`` → the final result of the open utterance, s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -32,6 +33,7 @@ from .session import EngineBridge, Session, TokenBucket
 log = logging.getLogger("streamer.server")
 
 END_TIMEOUT_S = 30.0
+POLL_S = 0.005
 
 
 class VoskSession(Session):
@@ -122,28 +124,25 @@ class VoskSession(Session):
         return ended
 
     async def _wait(self, done, timeout: float) -> None:
-        """Wait (bounded) until ``done()`` holds, re-checking whenever an engine event arrives."""
+        """Wait (bounded) until ``done()`` holds; re-checked on every engine event and every few ms
+        (windows the energy gate skips, or that decode to nothing, produce no event)."""
         assert self.bridge is not None
         deadline = time.monotonic() + timeout
-        while not done():
+        while True:
+            await asyncio.sleep(0)  # let events already handed to the loop arrive
+            if done():
+                return
             left = deadline - time.monotonic()
             if left <= 0:
                 return
             self.bridge.progress.clear()
-            if done():
-                return
-            try:
-                async with asyncio.timeout(left):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, POLL_S)):
                     await self.bridge.progress.wait()
-            except TimeoutError:
-                return
 
     def _caught_up(self) -> bool:
-        """Has the engine processed every window the audio received so far allows?"""
         assert self.bridge is not None
-        streaming = self.app.settings.streaming
-        reachable = self.bridge.received_s - streaming.lookahead_s - streaming.chunk_s
-        return self.bridge.covered_s >= reachable - 1e-6
+        return self.bridge.caught_up()
 
     def _reply(self) -> str:
         if self.finals:
@@ -175,12 +174,10 @@ class VoskSession(Session):
         if self.bridge is None:
             await self.ws.send(vosk_result([], self.words))
             return
-        self._drain()
-        if self.open_utterance:
-            self.bridge.stream.reset()
-            await self._wait(
-                lambda: self._drain() or not self.open_utterance, self.app.settings.server.vosk_reply_wait_s
-            )
+        self.bridge.stream.reset()  # the open utterance (if any) ends now: its final follows
+        await self._wait(
+            lambda: self._drain() or self._caught_up(), self.app.settings.server.vosk_reply_wait_s
+        )
         self._drain()
         finals, self.finals = self.finals, []
         self.partial_text = ""

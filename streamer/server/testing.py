@@ -1,0 +1,148 @@
+"""Helpers for testing the daemon end to end: a tiny random model, an in-process server, speech audio.
+
+Used by ``tests/test_server_*.py``; kept in the package so that other transports' tests can reuse them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import tempfile
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamer.config import Settings
+
+TINY_VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "A": 5, "B": 6, "C": 7, "D": 8, "E": 9}
+
+
+def make_tiny_model(directory: str | Path, seed: int = 0) -> Path:
+    """Save a randomly initialised, tiny Wav2Vec2-Conformer CTC model (HF layout) into ``directory``."""
+    import torch
+    import transformers
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = transformers.Wav2Vec2ConformerConfig(
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        conv_depthwise_kernel_size=7,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        pad_token_id=0,
+    )
+    torch.manual_seed(seed)
+    model = transformers.Wav2Vec2ConformerForCTC(config)
+    with torch.no_grad():  # make the blank/word-delimiter less dominant so random audio yields words
+        model.lm_head.bias.zero_()
+        model.lm_head.bias[5:] += 2.0
+    model.save_pretrained(directory)
+    (directory / "vocab.json").write_text(json.dumps(TINY_VOCAB))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "Wav2Vec2CTCTokenizer",
+                "pad_token": "<pad>",
+                "unk_token": "<unk>",
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "word_delimiter_token": "|",
+                "do_lower_case": True,
+            }
+        )
+    )
+    (directory / "special_tokens_map.json").write_text(
+        json.dumps({"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"})
+    )
+    (directory / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+                "feature_size": 1,
+                "sampling_rate": 16000,
+                "padding_value": 0.0,
+                "do_normalize": True,
+                "return_attention_mask": True,
+                "processor_class": "Wav2Vec2Processor",
+            }
+        )
+    )
+    return directory
+
+
+def test_settings(model_dir: str | Path | None = None, **limits: Any) -> Settings:
+    """Settings for an in-process test server: random free ports on 127.0.0.1, short windows."""
+    settings = Settings()
+    settings.model.path = str(model_dir) if model_dir is not None else None
+    settings.model.threads = 1
+    settings.server.host = "127.0.0.1"
+    settings.server.port = 0
+    settings.server.vosk_port = 0
+    settings.batching.max_wait_ms = 5.0
+    for name, value in limits.items():
+        setattr(settings.limits, name, value)
+    return settings
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings, engine: Any, **kwargs: Any) -> AsyncIterator[Any]:
+    """Start an ``App`` on this loop (engine already started); stop it gracefully afterwards."""
+    from .app import App
+
+    app = App(settings, engine, **kwargs)
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop(timeout=15)
+
+
+def synthesize(text: str, path: str | Path, rate: int = 16000) -> np.ndarray | None:
+    """Speak ``text`` with espeak-ng (or flite) into a 16-bit mono WAV at ``rate``; int16 samples or None."""
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.wav"
+        if shutil.which("espeak-ng"):
+            cmd = ["espeak-ng", "-s", "150", "-w", str(raw), text]
+        elif shutil.which("flite"):
+            cmd = ["flite", "-t", text, "-o", str(raw)]
+        else:
+            return None
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+        if shutil.which("sox"):
+            subprocess.run(
+                ["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(path)],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+        else:  # pragma: no cover
+            shutil.copy(raw, path)
+    with wave.open(str(path), "rb") as wav:
+        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+
+
+async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return bool(predicate())
