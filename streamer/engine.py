@@ -84,9 +84,13 @@ def load_model(settings: Settings) -> tuple[Any, Any, Any, str]:
     if ms.threads > 0:
         torch.set_num_threads(ms.threads)
     try:
-        from model import Wav2Vec2ConformerForCTC, Wav2Vec2CTCTokenizer  # type: ignore[attr-defined]
+        from model import Wav2Vec2ConformerForCTC
     except ImportError:  # pragma: no cover - only while the in-house model package is incomplete
-        from transformers import Wav2Vec2ConformerForCTC, Wav2Vec2CTCTokenizer
+        from transformers import Wav2Vec2ConformerForCTC
+    try:
+        from model.tokenizer import Wav2Vec2CTCTokenizer  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover
+        from transformers import Wav2Vec2CTCTokenizer
     model = Wav2Vec2ConformerForCTC.from_pretrained(str(path)).eval()
     tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(path))
     if ms.quantize:

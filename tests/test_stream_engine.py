@@ -1,0 +1,270 @@
+"""RecognitionEngine end to end with a tiny random Wav2Vec2-Conformer (no trained model needed).
+
+A random model recognizes nothing useful, but everything that must hold for ANY model is checked here:
+frame geometry, chunking invariance, event protocol, overload policies, error isolation, bounded memory.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.config import Settings
+from streamer.engine import RecognitionEngine
+from streamer.events import EndOfStream, Final, Partial, StreamError
+from streamer.pcm import AudioFormatError
+
+VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from model import Wav2Vec2ConformerConfig, Wav2Vec2ConformerForCTC
+
+    out = tmp_path_factory.mktemp("tiny-stream-model")
+    config = Wav2Vec2ConformerConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        conv_dim=(8, 8, 8, 8, 8, 8, 16),
+        feat_extract_norm="layer",
+        position_embeddings_type="relative",
+        conv_depthwise_kernel_size=7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    Wav2Vec2ConformerForCTC(config).eval().save_pretrained(out)
+    (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB)}))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps({"pad_token": "<pad>", "word_delimiter_token": "|"})
+    )
+    return out
+
+
+def make_settings(model_dir: Path, **streaming: float) -> Settings:
+    s = Settings()
+    s.model.path = str(model_dir)
+    s.streaming.left_context_s = streaming.get("left", 1.0)
+    s.streaming.chunk_s = streaming.get("chunk", 0.5)
+    s.streaming.lookahead_s = streaming.get("lookahead", 0.3)
+    s.batching.max_batch = 8
+    s.batching.max_wait_ms = 5
+    return s
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_dir: Path) -> RecognitionEngine:
+    return RecognitionEngine(make_settings(tiny_dir))
+
+
+def babble(seconds: float, seed: int = 0) -> np.ndarray:
+    """Speech-like test signal: bursts of shaped noise and tones separated by pauses."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    x = np.zeros(n, dtype=np.float32)
+    pos = 0
+    while pos < n:
+        burst = int(rng.uniform(0.3, 2.0) * 16000)
+        t = np.arange(min(burst, n - pos)) / 16000
+        tone = np.sin(2 * np.pi * rng.uniform(100, 300) * t) * 0.2
+        x[pos : pos + len(t)] = (tone + rng.standard_normal(len(t)) * 0.05) * np.hanning(len(t))
+        pos += burst + int(rng.uniform(0.1, 0.9) * 16000)
+    return x
+
+
+def test_frame_geometry_matches_the_model(engine: RecognitionEngine) -> None:
+    assert (engine.geometry.stride, engine.geometry.receptive_field) == (320, 400)
+    for n in (400, 719, 720, 16000, 16399):
+        frames = engine.runner(np.zeros((1, n), dtype=np.float32)).shape[1]
+        assert frames == engine.geometry.num_frames(n)
+
+
+def test_random_chunk_sizes_give_identical_output(engine: RecognitionEngine) -> None:
+    audio = babble(12.0)
+    reference = engine.transcribe_stream(audio)
+    assert reference and all(f.text for f in reference)
+    rng = np.random.default_rng(1)
+    for sizes in (4000, [int(v) for v in rng.integers(1, 30000, 50)], [7, 123457, 999]):
+        finals = engine.transcribe_stream(audio, sizes)
+        assert finals == [
+            Final(f.stream_id, r.text, r.words, r.start, r.end)
+            for f, r in zip(finals, reference, strict=True)
+        ]
+    # int16 input at another rate goes through decoding + resampling and still gives finals.
+    pcm = (babble(3.0)[::2] * 32767).astype(np.int16)
+    engine.transcribe_stream(pcm, 1234, sample_rate=8000)
+
+
+def test_threaded_streams_events_and_isolation(tiny_dir: Path) -> None:
+    eng = RecognitionEngine(make_settings(tiny_dir))
+    audio = babble(8.0, seed=3)
+    offline_like = " ".join(f.text for f in eng.transcribe_stream(audio))
+    eng.start()
+    try:
+        logs: list[list] = [[] for _ in range(4)]
+        streams = [eng.open_stream(log.append) for log in logs]
+        pcm = (audio * 32767).astype("<i2").tobytes()
+        for i in range(0, len(pcm), 3200):
+            for s in streams:
+                s.accept(pcm[i : i + 3200])
+        for s in streams:
+            s.end()
+        for s in streams:
+            assert s.done.wait(60)
+        for log in logs:
+            assert isinstance(log[-1], EndOfStream)
+            assert not any(isinstance(e, StreamError) for e in log)
+            text = " ".join(e.text for e in log if isinstance(e, Final))
+            # Batch composition may change float rounding, never the transcript of a healthy seam merge.
+            assert abs(len(text) - len(offline_like)) <= max(2, len(offline_like) // 50)
+            committed, prev_start = "", None
+            for e in log:
+                if isinstance(e, Partial):
+                    assert e.committed.startswith(committed) or e.start != prev_start
+                    committed, prev_start = e.committed, e.start
+                elif isinstance(e, Final):
+                    committed = ""
+        with pytest.raises(AudioFormatError):
+            eng.open_stream(lambda e: None).accept(b"\x01")
+        stats = eng.stats()
+        assert stats.windows > 0 and stats.batches > 0 and stats.latency_samples
+    finally:
+        eng.stop()
+
+
+def test_forward_failure_fails_only_that_batch(tiny_dir: Path) -> None:
+    eng = RecognitionEngine(make_settings(tiny_dir))
+    real = eng.scheduler.runner
+    calls = {"n": 0}
+
+    def flaky(batch: np.ndarray) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return real(batch)
+
+    eng.scheduler.runner = flaky
+    eng.start()
+    try:
+        first: list = []
+        s1 = eng.open_stream(first.append)
+        s1.accept(babble(2.0))
+        assert s1.done.wait(30)
+        assert isinstance(first[-1], StreamError) and first[-1].code == "internal" and first[-1].fatal
+        second: list = []
+        s2 = eng.open_stream(second.append)
+        s2.accept(babble(2.0))
+        s2.end()
+        assert s2.done.wait(30) and isinstance(second[-1], EndOfStream)
+        assert eng.scheduler.running
+    finally:
+        eng.stop()
+
+
+def test_reset_close_and_overload_policies(tiny_dir: Path) -> None:
+    s = make_settings(tiny_dir)
+    s.endpoint.energy_gate_dbfs = -200.0
+    s.limits.max_queued_s = 2.0
+    eng = RecognitionEngine(s)
+    events: list = []
+    st = eng.open_stream(events.append)
+    st.accept(babble(1.5))
+    st.accept(babble(1.5))  # 3 s queued > 2 s: the oldest is dropped
+    eng.scheduler.run_round()
+    errors = [e for e in events if isinstance(e, StreamError)]
+    assert errors and errors[0].code == "overload" and not errors[0].fatal
+    st.reset()
+    st.accept(babble(1.0))
+    st.end()
+    while eng.scheduler.run_round():
+        pass
+    assert isinstance(events[-1], EndOfStream)
+    assert [e.start for e in events if isinstance(e, Final)] == sorted(
+        e.start for e in events if isinstance(e, Final)
+    )
+
+    s.limits.overload_policy = "close"
+    eng = RecognitionEngine(s)
+    events = []
+    st = eng.open_stream(events.append)
+    st.accept(babble(3.0))
+    eng.scheduler.run_round()
+    assert isinstance(events[-1], StreamError) and events[-1].fatal and events[-1].code == "overload"
+    assert st.done.is_set() and eng.stats().active_streams == 0
+
+    events = []
+    st = eng.open_stream(events.append)
+    st.accept(babble(1.0))
+    st.close()
+    eng.scheduler.run_round()
+    assert events == [] and eng.stats().active_streams == 0
+
+
+def test_int8_quantized_model_runs(tiny_dir: Path) -> None:
+    s = make_settings(tiny_dir)
+    s.model.quantize = "int8"
+    eng = RecognitionEngine(s)
+    eng.transcribe_stream(babble(3.0), 8000)
+
+
+def test_memory_flat_over_one_hour(tiny_dir: Path) -> None:
+    """1 h of mostly quiet audio (energy gate) with a burst every 2 minutes: memory does not grow."""
+    s = make_settings(tiny_dir, left=0.5, chunk=2.0, lookahead=0.3)
+    eng = RecognitionEngine(s)
+    st = eng.open_stream(lambda e: None)
+    minute = np.full(60 * 16000, 1e-5, dtype=np.float32)
+    burst = babble(0.8, seed=5)
+
+    def feed(minutes: int) -> None:
+        for m in range(minutes):
+            block = minute.copy()
+            if m % 2 == 0:
+                block[16000 : 16000 + len(burst)] = burst
+            for i in range(0, len(block), 80000):
+                st.accept(block[i : i + 80000])
+                eng.scheduler.run_round()
+
+    feed(6)  # warm up: caches, allocator pools
+    tracemalloc.start()
+    try:
+        feed(2)
+        before = tracemalloc.get_traced_memory()[0]
+        feed(52)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert after - before < 256 * 1024, f"grew by {after - before} bytes over 52 minutes"
+    assert len(st._buffer) <= st._buffer.capacity and st._buffer._data.nbytes == st._buffer.capacity * 4
+    assert eng.stats().gated_windows > 1000
+
+
+def test_worker_survives_callback_exceptions(tiny_dir: Path) -> None:
+    eng = RecognitionEngine(make_settings(tiny_dir))
+    eng.start()
+    try:
+        seen = threading.Event()
+
+        def bad(event: object) -> None:
+            seen.set()
+            raise ValueError("client bug")
+
+        st = eng.open_stream(bad)
+        st.accept(babble(2.0))
+        st.end()
+        assert st.done.wait(30) and seen.is_set()
+        time.sleep(0.05)
+        assert eng.scheduler.running
+    finally:
+        eng.stop()
