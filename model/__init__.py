@@ -1,0 +1,31 @@
+"""Wav2Vec2-Conformer in plain PyTorch: configuration, modules, heads and checkpoint I/O."""
+
+from model.checkpoint import default_model_dir, load_pretrained, resolve_model_dir
+from model.configuration import Wav2Vec2ConformerConfig
+from model.heads import (
+    Wav2Vec2ConformerForAudioFrameClassification,
+    Wav2Vec2ConformerForCTC,
+    Wav2Vec2ConformerForSequenceClassification,
+    Wav2Vec2ConformerForXVector,
+)
+from model.masking import compute_mask_indices, sample_negative_indices
+from model.modeling import Wav2Vec2ConformerModel, Wav2Vec2ConformerPreTrainedModel
+from model.pretraining import Wav2Vec2ConformerForPreTraining
+from model.quantize import quantize_dynamic_int8
+
+__all__ = [
+    "Wav2Vec2ConformerConfig",
+    "Wav2Vec2ConformerForAudioFrameClassification",
+    "Wav2Vec2ConformerForCTC",
+    "Wav2Vec2ConformerForPreTraining",
+    "Wav2Vec2ConformerForSequenceClassification",
+    "Wav2Vec2ConformerForXVector",
+    "Wav2Vec2ConformerModel",
+    "Wav2Vec2ConformerPreTrainedModel",
+    "compute_mask_indices",
+    "default_model_dir",
+    "load_pretrained",
+    "quantize_dynamic_int8",
+    "resolve_model_dir",
+    "sample_negative_indices",
+]

@@ -1,0 +1,74 @@
+"""Inference-time precision: int8 dynamic quantization on CPU, half precision on CUDA."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+from model.conformer import PointwiseConv1d
+from model.heads import TDNNLayer
+
+PRECISIONS = ("float32", "float16", "bfloat16", "int8")
+
+
+def _as_plain_linears(model: nn.Module) -> None:
+    """Swap `PointwiseConv1d` (a Linear subclass) for `nn.Linear` sharing its weights.
+
+    The quantizer only converts exact `nn.Linear` types; the subclass exists for checkpoint key shapes,
+    which no longer matter in an inference-only quantized copy.
+    """
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, PointwiseConv1d):
+                linear = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                linear.weight = child.weight
+                linear.bias = child.bias
+                setattr(parent, name, linear)
+
+
+def quantize_dynamic_int8(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Linear layers with int8 weights and per-batch dynamically quantized activations (CPU inference).
+
+    Uses the fbgemm/x86 kernels behind `torch.ao.quantization.quantize_dynamic`. PyTorch marks that
+    namespace deprecated in favour of torchao, but in torch 2.13 it is still the only int8 path with
+    fast eager-mode CPU kernels (torchao's needs `torch.compile` to be fast), so we use it and silence
+    the deprecation notice. Layers whose weights are read directly (the x-vector TDNN) stay float.
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    _as_plain_linears(model)
+    skipped = {f"{name}.kernel" for name, module in model.named_modules() if isinstance(module, TDNNLayer)}
+    targets = {
+        name for name, module in model.named_modules() if type(module) is nn.Linear and name not in skipped
+    }
+    qconfig = torch.ao.quantization.default_dynamic_qconfig
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*quantiz", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r".*quantiz", category=UserWarning)
+        torch.ao.quantization.quantize_dynamic(
+            model, {name: qconfig for name in targets}, dtype=torch.qint8, inplace=True
+        )
+    return model
+
+
+def prepare_for_inference(
+    model: nn.Module, precision: str = "float32", device: torch.device | str = "cpu"
+) -> nn.Module:
+    """Eval-mode model in the requested precision on `device`.
+
+    float16 requires CUDA (CPU half-precision convolutions are slow or missing); int8 is CPU-only.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    device = torch.device(device)
+    if precision == "int8":
+        if device.type != "cpu":
+            raise ValueError("int8 dynamic quantization runs on CPU only")
+        return quantize_dynamic_int8(model.to("cpu"))
+    if precision == "float16" and device.type != "cuda":
+        raise ValueError("float16 inference needs a CUDA device; use bfloat16 or int8 on CPU")
+    return model.to(device=device, dtype=getattr(torch, precision)).eval()

@@ -1,0 +1,44 @@
+"""Shared fixtures. Keep it small: one fixture per widely shared need."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the package may not be pip-installed in a fresh checkout
+    sys.path.insert(0, str(ROOT))
+
+TINY_MODEL_KWARGS: dict[str, Any] = {
+    "vocab_size": 12,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 48,
+    "conv_dim": (16, 16, 16),
+    "conv_stride": (5, 2, 2),
+    "conv_kernel": (10, 3, 3),
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+    "conv_depthwise_kernel_size": 5,
+    "max_source_positions": 256,
+    "num_codevectors_per_group": 8,
+    "num_codevector_groups": 2,
+    "codevector_dim": 16,
+    "proj_codevector_dim": 12,
+    "classifier_proj_size": 10,
+    "tdnn_dim": (16, 16, 24),
+    "tdnn_kernel": (3, 3, 1),
+    "tdnn_dilation": (1, 2, 1),
+    "xvector_output_dim": 14,
+    "num_labels": 3,
+}
+
+
+@pytest.fixture
+def tiny_model_kwargs() -> dict[str, Any]:
+    """Config fields of a Wav2Vec2-Conformer small enough to run in milliseconds (20 ms frames = 20 samples)."""
+    return dict(TINY_MODEL_KWARGS)
