@@ -243,6 +243,10 @@ class ServerMetrics:
             "Delay from receiving the last audio an event covers to the event reaching the server loop.",
             ["type"],
         )
+        self.vosk_late_replies = r.counter(
+            "conformer_vosk_late_replies_total",
+            "vosk replies sent before the engine caught up with the frame (server.vosk_reply_wait_s ran out).",
+        )
         self.mic_errors = r.counter(
             "conformer_mic_errors_total", "Microphone capture errors (device loss, open failures).", ["kind"]
         )

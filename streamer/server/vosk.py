@@ -131,6 +131,7 @@ class VoskSession(Session):
         while True:
             await asyncio.sleep(0)  # let events already handed to the loop arrive
             if done():
+                await asyncio.sleep(0)  # events the worker emitted just before it went idle
                 return
             left = deadline - time.monotonic()
             if left <= 0:
@@ -168,6 +169,8 @@ class VoskSession(Session):
             lambda: self._drain() or self._caught_up(), self.app.settings.server.vosk_reply_wait_s
         )
         self._drain()
+        if not self._caught_up():
+            self.app.metrics.vosk_late_replies.inc()
         await self.ws.send(self._reply())
 
     async def _reset(self) -> None:
