@@ -96,11 +96,15 @@ class MicSource:
     def _finished_callback(self) -> None:  # PortAudio thread
         self._finished = True
 
-    def _open(self):
+    def _open(self, refresh: bool = False):
         factory = self.stream_factory
         if factory is None:
             import sounddevice
 
+            if refresh:  # a replugged device gets a new PortAudio index: list the devices afresh
+                with contextlib.suppress(Exception):
+                    sounddevice._terminate()
+                    sounddevice._initialize()
             factory = sounddevice.InputStream
         self._finished = False
         self._callback_error = None
@@ -167,7 +171,7 @@ class MicSource:
             while not self._stop.is_set():
                 self.attempts += 1
                 try:
-                    stream = self._open()
+                    stream = await asyncio.to_thread(self._open, self.attempts > 1)
                 except Exception as exc:
                     self._report("open_failed", f"{type(exc).__name__}: {exc}")
                     if await self._sleep(delay):
