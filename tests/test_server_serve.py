@@ -86,12 +86,25 @@ def test_sigterm_finishes_open_utterances_then_exits_0(model_dir, tmp_path):
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(notify_path)
     notify.settimeout(0.1)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": notify_path, "PYTHONUNBUFFERED": "1"}
+    # socket activation as systemd does it: the listening socket is fd 3, LISTEN_PID is the server's pid
+    listener = socket.create_server(("127.0.0.1", 0))
+    activated_port = listener.getsockname()[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "NOTIFY_SOCKET": notify_path,
+        "PYTHONUNBUFFERED": "1",
+        "LISTEN_FDS": "1",
+        "LISTEN_FDNAMES": "http",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamer.cli", "serve", "--port", "0", "--vosk-port", "0", "--model", str(model_dir),
+        ["sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh",
+         sys.executable, "-m", "streamer.cli", "serve", "--vosk-port", "0", "--model", str(model_dir),
          "--batching.max_wait_ms", "5", "--model.threads", "1"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        pass_fds=(3,), preexec_fn=lambda: os.dup2(listener.fileno(), 3),
     )  # fmt: skip
+    listener.close()
     try:
         line = ""
         deadline = time.monotonic() + 90
@@ -99,7 +112,7 @@ def test_sigterm_finishes_open_utterances_then_exits_0(model_dir, tmp_path):
             line = proc.stdout.readline()
             assert line or proc.poll() is None, proc.stderr.read()
         ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", line)]
-        assert len(ports) == 2, line
+        assert len(ports) == 2 and ports[0] == activated_port, line
         states = []
         while True:
             try:

@@ -63,8 +63,7 @@ async def serve_forever(settings: config.Settings, engine, *, ready=None) -> int
         systemd = None
 
     app = App(settings, engine)
-    sockets = systemd.listen_sockets() if systemd else []
-    await app.start(sockets=sockets)
+    await app.start(sockets=activated_sockets(systemd))
     addresses = ", ".join(app.addresses())
     print(f"conformer-streamer: listening on {addresses}", flush=True)
     watchdog = None
@@ -102,6 +101,20 @@ async def serve_forever(settings: config.Settings, engine, *, ready=None) -> int
         if watchdog is not None:
             watchdog.stop()
     return 0
+
+
+def activated_sockets(systemd) -> list:
+    """Socket-activated listeners, main port first; one named ``vosk`` (``FileDescriptorName=vosk``) or,
+    without names, a second one serves the vosk protocol."""
+    if systemd is None:
+        return []
+    names = [name for _, name in systemd.listen_fds(unset_environment=False)]
+    sockets = systemd.listen_sockets()
+    if len(names) != len(sockets) or "vosk" not in names:
+        return sockets
+    main = [s for s, n in zip(sockets, names, strict=True) if n != "vosk"]
+    vosk = [s for s, n in zip(sockets, names, strict=True) if n == "vosk"]
+    return [*main[:1], *vosk[:1]]
 
 
 def run(args: argparse.Namespace) -> int:
