@@ -29,3 +29,28 @@ __all__ = [
     "resolve_model_dir",
     "sample_negative_indices",
 ]
+
+# Audio I/O and the model's input/output processing (feature extractor, CTC tokenizer, processor).
+from model.audio import AudioLoadError, StreamResampler, load_audio, resample
+from model.feature_extraction import BatchFeature, Wav2Vec2FeatureExtractor
+from model.processor import Wav2Vec2Processor
+from model.tokenizer import (
+    Wav2Vec2CTCTokenizer,
+    Wav2Vec2CTCTokenizerOutput,
+    offsets_to_seconds,
+    seconds_per_frame,
+)
+
+__all__ += [
+    "AudioLoadError",
+    "BatchFeature",
+    "StreamResampler",
+    "Wav2Vec2CTCTokenizer",
+    "Wav2Vec2CTCTokenizerOutput",
+    "Wav2Vec2FeatureExtractor",
+    "Wav2Vec2Processor",
+    "load_audio",
+    "offsets_to_seconds",
+    "resample",
+    "seconds_per_frame",
+]
