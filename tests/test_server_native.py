@@ -457,3 +457,37 @@ def test_free_port_helper_binds_loopback_only(engine, model_dir):
             assert sock.family == socket.AF_INET and sock.getsockname()[0] == "127.0.0.1"
 
     run(main())
+
+
+@pytest.mark.parametrize("policy", ["close", "drop_oldest"])
+def test_engine_overload_is_reported(model_dir, policy):
+    from streamer.engine import RecognitionEngine
+
+    settings = test_settings(model_dir, max_queued_s=0.5, overload_policy=policy)
+    engine = RecognitionEngine(settings)
+    engine.start()
+
+    async def main():
+        async with running_app(settings, engine) as app:
+            url = f"ws://127.0.0.1:{app.port}/v1/stream"
+            async with connect(url) as ws:
+                await ws.send(json.dumps({"type": "start"}))
+                await ws.recv()
+                try:
+                    await ws.send(noise(3.0, 12))  # 3 s at once: far over max_queued_s
+                    await ws.send(json.dumps({"type": "end"}))
+                except ConnectionClosed:
+                    pass
+                messages = await collect(ws)
+            errors = [m for m in messages if m["type"] == "error"]
+            assert errors and errors[0]["code"] == "overload"
+            if policy == "close":
+                assert errors[-1]["fatal"] is True and ws.close_code == 1013
+            else:
+                assert errors[0]["fatal"] is False and messages[-1]["type"] == "end" and ws.close_code == 1000
+            assert app.metrics.errors.value(code="overload") >= 1
+
+    try:
+        run(main())
+    finally:
+        engine.stop(drain=False)

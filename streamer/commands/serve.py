@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 
 from streamer import config
 
@@ -121,13 +122,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
     except (ValueError, OSError) as exc:
-        print(f"conformer-streamer serve: {exc}")
+        print(f"conformer-streamer serve: {exc}", file=sys.stderr)
         return 2
     from streamer.engine import RecognitionEngine
 
-    engine = RecognitionEngine(settings)
+    try:
+        engine = RecognitionEngine(settings)
+    except (OSError, ValueError) as exc:
+        print(f"conformer-streamer serve: cannot load the model: {exc}", file=sys.stderr)
+        return 1
     engine.start()
     try:
         return asyncio.run(serve_forever(settings, engine))
+    except OSError as exc:  # e.g. the port is taken
+        print(f"conformer-streamer serve: {exc}", file=sys.stderr)
+        return 1
     finally:
         engine.stop(drain=True)
