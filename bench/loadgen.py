@@ -358,6 +358,10 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 180.0) -> ServerProcess:
+        """Launch and wait until it listens."""
+        return self.launch().wait_listening(timeout)
+
+    def launch(self) -> ServerProcess:
         cmd = [sys.executable, "-m", "streamer.cli", "serve", "--host", "127.0.0.1", "--port",
                str(self.requested_port)]  # fmt: skip
         if self.model:
@@ -368,6 +372,10 @@ class ServerProcess:
         env.pop("LISTEN_FDS", None)
         self._log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_listening(self, timeout: float = 180.0) -> ServerProcess:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log_path.read_text(errors="replace")
