@@ -21,9 +21,7 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -274,68 +272,67 @@ def test_page_reports_server_errors(browser, sentence_wav):
 
 # ---------------------------------------------------------------------------------- real server
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _real_server_available() -> str | None:
-    if (
-        not (ROOT / "streamer" / "server").is_dir()
-        or not (ROOT / "streamer" / "commands" / "serve.py").exists()
-    ):
-        return "the daemon (streamer/server, serve command) has not landed"
-    if not (ROOT / "model" / "pretrained" / "en-small").is_dir():
-        return "the trained default model (model/pretrained/en-small) has not shipped"
-    return None
+DAEMON = (ROOT / "streamer" / "commands" / "serve.py").exists()
+TRAINED_MODEL = ROOT / "model" / "pretrained" / "en-small"
 
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[a-z']+", text.lower())
 
 
-@pytest.mark.skipif(_real_server_available() is not None, reason=str(_real_server_available()))
-def test_page_against_real_daemon(browser, sentence_wav, tmp_path):
-    port = _free_port()
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamer.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.5)
-        b = browser(f"http://127.0.0.1:{port}/?autostart=1", sentence_wav)
-        expected = _words(SENTENCE)
+@pytest.fixture
+def serve():
+    """Start `conformer-streamer serve` on a free port (the Serve helper of test_clients_live)."""
+    from test_clients_live import Serve
 
-        def recognized(s):
-            heard = _words(" ".join(s["finals"]))
-            return sum(w in heard for w in expected) >= len(expected) - 2
+    started = []
 
-        state = b.wait_for(recognized, 90, "the sentence in the captions")
-        assert state["error"] == ""
-        shot = _save(b, "browser_real_running.png")
-        b.devtools.evaluate("document.getElementById('toggle').click()")
-        b.wait_for(lambda s: s["phase"] == "stopped", 30, "stop")
-        if os.environ.get("UPDATE_DOCS_SCREENSHOT"):  # refresh the README's picture
-            shutil.copyfile(shot, ROOT / "docs" / "browser_page.png")
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
-        log.close()
+    def start(*args: str):
+        s = Serve("--port", "0", *args)
+        started.append(s)
+        s.wait_listening()
+        return s
+
+    yield start
+    for s in started:
+        s.__exit__(None, None, None)
+
+
+@pytest.mark.skipif(not DAEMON, reason="the daemon has not landed")
+def test_page_against_real_daemon_tiny_model(browser, sentence_wav, serve, tmp_path_factory):
+    """Protocol level with the real daemon: its static files, start/ready, PCM, finals, end."""
+    pytest.importorskip("transformers")
+    from streamer.server.testing import make_tiny_model
+
+    model = tmp_path_factory.getbasetemp() / "clients-tiny-model"
+    if not (model / "config.json").exists():
+        make_tiny_model(model)
+    daemon = serve("--model", str(model))
+    b = browser(f"http://127.0.0.1:{daemon.port}/?autostart=1", sentence_wav)
+    state = b.wait_for(lambda s: s["finals"], 90, "a final from the daemon")
+    assert state["phase"] == "running" and state["error"] == "", state
+    assert state["times"][0].count(":") == 1
+    b.devtools.evaluate("document.getElementById('toggle').click()")
+    state = b.wait_for(lambda s: s["phase"] in ("stopped", "error"), 30, "stop")
+    assert state["phase"] == "stopped" and state["error"] == "", state
+
+
+@pytest.mark.skipif(not DAEMON or not TRAINED_MODEL.is_dir(), reason="needs the daemon and the trained model")
+def test_page_against_real_daemon(browser, sentence_wav, serve):
+    daemon = serve()
+    b = browser(f"http://127.0.0.1:{daemon.port}/?autostart=1", sentence_wav)
+    expected = _words(SENTENCE)
+
+    def recognized(s):
+        heard = _words(" ".join(s["finals"]))
+        return sum(w in heard for w in expected) >= len(expected) - 2
+
+    state = b.wait_for(recognized, 120, "the sentence in the captions")
+    assert state["error"] == ""
+    shot = _save(b, "browser_real_running.png")
+    b.devtools.evaluate("document.getElementById('toggle').click()")
+    state = b.wait_for(lambda s: s["phase"] in ("stopped", "error"), 30, "stop")
+    assert state["phase"] == "stopped", state
+    _save(b, "browser_real_stopped.png")
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):  # refresh the README's picture
+        shutil.copyfile(shot, ROOT / "docs" / "browser_page.png")
