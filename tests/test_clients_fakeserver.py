@@ -44,6 +44,7 @@ class FakeServer:
         self.listen_script = listen_script or ["hello from the daemon microphone", "second caption line"]
         self.starts: list[dict[str, Any]] = []
         self.audio_bytes: list[int] = []  # per stream
+        self.audio: list[bytearray] = []  # per stream: the first 60 s of PCM received
         self.ended_streams = 0
         self.http_requests: list[str] = []
         self.port = 0
@@ -173,6 +174,7 @@ class FakeServer:
         )
         index = len(self.audio_bytes)
         self.audio_bytes.append(0)
+        self.audio.append(bytearray())
         received_s = 0.0  # audio received
         processed_s = 0.0  # audio "recognized" (lags by processing_delay_s per second of audio)
         utt_start = 0.0
@@ -212,6 +214,8 @@ class FakeServer:
                         await self._error(ws, sid, "bad_audio", "odd frame", close=1007)
                         return
                     self.audio_bytes[index] += len(message)
+                    if len(self.audio[index]) < 60 * rate * width:
+                        self.audio[index] += message
                     received_s += len(message) / width / rate
                     if self.processing_delay_s:
                         await asyncio.sleep(self.processing_delay_s * len(message) / width / rate)
