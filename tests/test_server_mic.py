@@ -33,7 +33,6 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    pytest.importorskip("transformers")
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 

@@ -27,7 +27,6 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    pytest.importorskip("transformers")
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 

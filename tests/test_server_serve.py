@@ -77,7 +77,6 @@ def test_config_file_flags_and_aliases(tmp_path):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    pytest.importorskip("transformers")
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 

@@ -29,7 +29,6 @@ RESULT = re.compile(
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    pytest.importorskip("transformers")
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 

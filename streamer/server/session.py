@@ -170,8 +170,19 @@ class Session:
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         self.closing = True
         reason_bytes = reason.encode()[:120]
+        # Keep reading (and dropping) what the client still sends, or its close frame could sit behind
+        # a full receive queue until close_timeout.
+        discard = asyncio.create_task(self._discard_incoming())
+        try:
+            with contextlib.suppress(Exception):
+                await self.ws.close(code, reason_bytes.decode("utf-8", "ignore"))
+        finally:
+            discard.cancel()
+
+    async def _discard_incoming(self) -> None:
         with contextlib.suppress(Exception):
-            await self.ws.close(code, reason_bytes.decode("utf-8", "ignore"))
+            while True:
+                await self.ws.recv()
 
     @property
     def peer(self) -> str:

@@ -26,11 +26,15 @@ TINY_VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "A": 5, "B": 
 def make_tiny_model(directory: str | Path, seed: int = 0) -> Path:
     """Save a randomly initialised, tiny Wav2Vec2-Conformer CTC model (HF layout) into ``directory``."""
     import torch
-    import transformers
+
+    try:  # the project's own implementation (no transformers import needed) ...
+        from model import Wav2Vec2ConformerConfig, Wav2Vec2ConformerForCTC
+    except ImportError:  # pragma: no cover - ... or the reference one
+        from transformers import Wav2Vec2ConformerConfig, Wav2Vec2ConformerForCTC
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = transformers.Wav2Vec2ConformerConfig(
+    config = Wav2Vec2ConformerConfig(
         vocab_size=len(TINY_VOCAB),
         hidden_size=32,
         num_hidden_layers=2,
@@ -45,7 +49,7 @@ def make_tiny_model(directory: str | Path, seed: int = 0) -> Path:
         pad_token_id=0,
     )
     torch.manual_seed(seed)
-    model = transformers.Wav2Vec2ConformerForCTC(config)
+    model = Wav2Vec2ConformerForCTC(config)
     with torch.no_grad():  # make the blank/word-delimiter less dominant so random audio yields words
         model.lm_head.bias.zero_()
         model.lm_head.bias[5:] += 2.0
