@@ -12,10 +12,13 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 
 from streamer import config
 
 log = logging.getLogger("streamer.serve")
+
+LOOP_STALL_S = 10.0  # the event loop missing its heartbeat this long counts as unhealthy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,10 +70,21 @@ async def serve_forever(settings: config.Settings, engine, *, ready=None) -> int
     await app.start(sockets=activated_sockets(systemd))
     addresses = ", ".join(app.addresses())
     print(f"conformer-streamer: listening on {addresses}", flush=True)
+    # The watchdog pings only while the engine worker is alive AND this event loop is responsive.
+    beat = [time.monotonic()]
+
+    async def heartbeat() -> None:
+        while True:
+            beat[0] = time.monotonic()
+            await asyncio.sleep(1.0)
+
+    heartbeat_task = asyncio.create_task(heartbeat())
     watchdog = None
     if systemd:
         systemd.notify(f"READY=1\nSTATUS=listening on {addresses}")
-        watchdog = systemd.Watchdog(is_healthy=app.engine_is_alive)
+        watchdog = systemd.Watchdog(
+            is_healthy=lambda: app.engine_is_alive() and time.monotonic() - beat[0] < LOOP_STALL_S
+        )
         watchdog.start()
     if ready is not None:
         ready(app)
@@ -99,6 +113,7 @@ async def serve_forever(settings: config.Settings, engine, *, ready=None) -> int
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        heartbeat_task.cancel()
         if watchdog is not None:
             watchdog.stop()
     return 0
@@ -136,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(serve_forever(settings, engine))
     except OSError as exc:  # e.g. the port is taken
         print(f"conformer-streamer serve: {exc}", file=sys.stderr)
+        return 1
+    except (asyncio.CancelledError, KeyboardInterrupt):  # a second signal: stopped without draining
         return 1
     finally:
         engine.stop(drain=True)
