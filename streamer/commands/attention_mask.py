@@ -140,7 +140,11 @@ def describe_batch(lengths_s: Sequence[float], width: int, max_rows: int) -> str
 
 def describe_window(frames: WindowFrames, width: int, max_rows: int) -> str:
     layout, stride = frames.layout, FrameGeometry().stride
-    seconds = {name: samples / SAMPLE_RATE for name, samples in vars(layout).items()}
+    seconds = {
+        "left": layout.left / SAMPLE_RATE,
+        "chunk": layout.chunk / SAMPLE_RATE,
+        "lookahead": layout.lookahead / SAMPLE_RATE,
+    }
     lines = [
         f"streaming window: {seconds['left']:.2f} s left context + {seconds['chunk']:.2f} s chunk + "
         f"{seconds['lookahead']:.2f} s look-ahead = {layout.window / SAMPLE_RATE:.2f} s -> "
@@ -173,7 +177,8 @@ def describe_window(frames: WindowFrames, width: int, max_rows: int) -> str:
     step_frames = layout.chunk // stride
     lines.append("")
     lines.append(
-        f"consecutive windows advance by one chunk ({seconds['chunk']:.2f} s = {step_frames} frames):"
+        f"consecutive windows (steady state) advance by one chunk ({seconds['chunk']:.2f} s = "
+        f"{step_frames} frames), so their owned spans tile the stream:"
     )
     lines += _window_timeline(frames, step_frames, width)
     return "\n".join(lines)
