@@ -90,7 +90,7 @@ class EngineBridge:
         self.progress.set()
 
     def _arrival_of(self, seconds: float) -> float | None:
-        i = bisect.bisect_left(self._arrival_s, seconds - 1e-6)
+        i = bisect.bisect_left(self._arrival_s, seconds - 1e-3)  # event times are rounded to ms
         if i >= len(self._arrival_s):
             return None
         return self._arrival_t[i]
