@@ -82,7 +82,7 @@ class FakeServer:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         async with serve(
-            self._handler, "127.0.0.1", 0, process_request=self._http, compression=None
+            self._handler, "127.0.0.1", 0, process_request=self._http, compression=None, close_timeout=1
         ) as server:
             self.port = server.sockets[0].getsockname()[1]
             self._started.set()
@@ -318,3 +318,4 @@ def test_fake_server_serves_page_and_404(fake_server):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(fake_server.http_url + "/static/../../pyproject.toml", timeout=5)
     assert info.value.code == 404
+    info.value.close()
