@@ -120,6 +120,8 @@ class NativeSession(Session):
 
     def _audio(self, data: bytes) -> None:
         assert self.bridge is not None
+        if self.ending:  # shutdown ended the stream while this frame was in flight: drop it
+            return
         if len(data) > self.limits.max_frame_bytes:
             raise ProtocolError("frame_too_large", f"binary frame over {self.limits.max_frame_bytes} bytes")
         samples = check_audio(data, self.bridge.config.encoding)
