@@ -191,18 +191,18 @@ class Wav2Vec2FeatureExtractor:
 
     @staticmethod
     def _as_batch(raw_speech: Any) -> list[np.ndarray]:
-        """Accept one waveform or many and return a list of float32 1-D arrays."""
-        if isinstance(raw_speech, np.ndarray):
-            if raw_speech.ndim > 2:
-                raise ValueError(
-                    f"expected mono audio (1-D, or 2-D batch x samples), got shape {raw_speech.shape}"
-                )
-            batch = list(raw_speech) if raw_speech.ndim == 2 else [raw_speech]
-        elif isinstance(raw_speech, list | tuple):
-            is_batch = len(raw_speech) > 0 and isinstance(raw_speech[0], np.ndarray | list | tuple)
+        """Accept one waveform or many (arrays, tensors or lists) and return float32 1-D arrays."""
+        if isinstance(raw_speech, list | tuple):
+            first = raw_speech[0] if raw_speech else None
+            is_batch = isinstance(first, list | tuple) or getattr(first, "ndim", 0) >= 1
             batch = list(raw_speech) if is_batch else [raw_speech]
         else:
-            batch = [np.asarray(raw_speech)]  # e.g. a torch tensor
+            array = np.asarray(raw_speech)  # numpy array or CPU tensor
+            if array.ndim > 2:
+                raise ValueError(
+                    f"expected mono audio (1-D, or 2-D batch x samples), got shape {array.shape}"
+                )
+            batch = list(array) if array.ndim == 2 else [array]
         waveforms = [np.asarray(w, dtype=np.float32) for w in batch]
         for waveform in waveforms:
             if waveform.ndim != 1:

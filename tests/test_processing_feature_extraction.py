@@ -104,3 +104,16 @@ def test_to_casts_only_floating_tensors(batch):
     moved = features.to("cpu", torch.bfloat16)
     assert moved.input_values.dtype == torch.bfloat16
     assert moved.attention_mask.dtype == torch.int32
+
+
+def test_accepts_tensors_lists_and_2d_arrays(batch):
+    extractor = Wav2Vec2FeatureExtractor()
+    expected = extractor(batch[:2], sampling_rate=16000, return_tensors="np")["input_values"]
+    as_tensors = [torch.from_numpy(w) for w in batch[:2]]
+    np.testing.assert_array_equal(extractor(as_tensors, return_tensors="np")["input_values"], expected)
+    as_lists = [w.tolist() for w in batch[:2]]
+    np.testing.assert_array_equal(extractor(as_lists, return_tensors="np")["input_values"], expected)
+    square = np.stack([batch[0][:500], batch[1][:500]])
+    assert extractor(torch.from_numpy(square), return_tensors="np")["input_values"].shape == (2, 500)
+    with pytest.raises(ValueError, match="mono"):
+        extractor(np.zeros((2, 3, 4)))
