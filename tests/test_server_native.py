@@ -344,6 +344,7 @@ def test_healthz_metrics_and_page(engine, model_dir):
                 'conformer_event_latency_seconds_bucket{type="final",le="+Inf"}',
                 "conformer_connections_refused_total",
                 "conformer_engine_up 1",
+                'conformer_engine_window_latency_seconds{quantile="0.9"}',
                 "# TYPE conformer_event_latency_seconds histogram",
             ):
                 assert name in text, name

@@ -274,7 +274,23 @@ class ServerMetrics:
             "Streams open in the engine.",
             callback=lambda: self._stat("active_streams"),
         )
+        r.gauge(
+            "conformer_engine_window_latency_seconds",
+            "Engine latency from a window's newest sample arriving to its events, recent quantiles.",
+            ["quantile"],
+            callback=self._latency_quantiles,
+        )
         self.engine_alive: Callable[[], bool] = lambda: True
+
+    def _latency_quantiles(self) -> list[tuple[dict[str, str], float]]:
+        samples = sorted(getattr(self._stats(), "latency_samples", ()) or ())
+        if not samples:
+            return []
+        out = []
+        for q in (0.5, 0.9, 0.99):
+            index = min(len(samples) - 1, round(q * (len(samples) - 1)))
+            out.append(({"quantile": str(q)}, float(samples[index])))
+        return out
 
     def _stats(self) -> object | None:
         return self._engine_stats() if self._engine_stats else None
