@@ -246,6 +246,57 @@ def test_page_streams_fake_mic_and_shows_captions(browser, sentence_wav):
         _save(b, "browser_fake_stopped.png")
 
 
+WORKLET_PROBE = """(async () => {
+  const results = {};
+  for (const [rate, tone] of RUNS) {
+    const ctx = new OfflineAudioContext(1, rate, rate);  // one second
+    await ctx.audioWorklet.addModule('static/capture-worklet.js');
+    const node = new AudioWorkletNode(ctx, 'capture-processor',
+        {numberOfInputs: 1, numberOfOutputs: 0, channelCount: 1, channelCountMode: 'explicit'});
+    const chunks = [];
+    let flushed = null;
+    const done = new Promise((resolve) => { flushed = resolve; });
+    node.port.onmessage = (e) => {
+      if (e.data.type === 'audio') chunks.push(...new Int16Array(e.data.pcm));
+      if (e.data.type === 'flushed') flushed();
+    };
+    const osc = new OscillatorNode(ctx, {frequency: tone});
+    const gain = new GainNode(ctx, {gain: 0.5});
+    osc.connect(gain).connect(node);
+    osc.start();
+    await ctx.startRendering();
+    node.port.postMessage('flush');
+    await done;
+    results[rate + ':' + tone] = chunks;
+  }
+  return JSON.stringify(results);
+})()"""
+
+
+def test_worklet_downsamples_to_16k_without_aliasing(browser, sentence_wav):
+    """The capture worklet in an OfflineAudioContext: 44.1/48 kHz tones in, 16 kHz Int16 out."""
+    import numpy as np
+
+    runs = [(48000, 440), (44100, 1000), (48000, 12000)]  # 12 kHz is above the 8 kHz Nyquist: must vanish
+    with FakeServer() as server:
+        b = browser(server.http_url + "/", sentence_wav)
+        b.wait_for(lambda s: s["phase"] == "idle", 30, "the page")
+        out = json.loads(b.devtools.evaluate(WORKLET_PROBE.replace("RUNS", json.dumps(runs))))
+    for rate, tone in runs:
+        pcm = np.asarray(out[f"{rate}:{tone}"], dtype=np.float64) / 32768
+        # one second of input -> one second at 16 kHz, minus the filter's look-ahead (8 zero crossings)
+        assert abs(pcm.size - 16000) <= 40, (rate, pcm.size)  # (rendering ends on a 128-frame quantum)
+        steady = pcm[200:-200]
+        rms = np.sqrt(np.mean(steady**2))
+        if tone < 8000:
+            assert abs(rms - 0.5 / np.sqrt(2)) < 0.02, (rate, tone, rms)  # passband gain ~1
+            spectrum = np.abs(np.fft.rfft(steady * np.hanning(steady.size)))
+            peak_hz = np.argmax(spectrum) * 16000 / steady.size
+            assert abs(peak_hz - tone) < 5, (rate, tone, peak_hz)
+        else:
+            assert rms < 0.5 / np.sqrt(2) / 100, (rate, tone, rms)  # > 40 dB down, no alias at 4 kHz
+
+
 def test_page_listen_mode_and_narrow_layout(browser, sentence_wav):
     with FakeServer() as server:
         b = browser(server.http_url + "/?mode=listen&autostart=1", sentence_wav, width=360, height=640)

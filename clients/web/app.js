@@ -53,7 +53,7 @@
     ui.statusText.textContent = detail ? `${PHASE_TEXT[phase]} · ${detail}` : PHASE_TEXT[phase];
     const busy = phase === "connecting" || phase === "running" || phase === "stopping";
     ui.toggle.textContent = busy ? "Stop" : "Start";
-    ui.toggle.setAttribute("aria-pressed", busy ? "true" : "false");
+    ui.toggle.dataset.running = busy ? "true" : "false"; // the label says Start/Stop; no aria-pressed on top
     ui.toggle.disabled = phase === "stopping";
     ui.modes.forEach((m) => (m.disabled = busy));
     if (!busy) ui.level.value = 0;
