@@ -91,7 +91,6 @@ def test_settings(model_dir: str | Path | None = None, **limits: Any) -> Setting
     """Settings for an in-process test server: random free ports on 127.0.0.1, short windows."""
     settings = Settings()
     settings.model.path = str(model_dir) if model_dir is not None else None
-    settings.model.threads = 1
     settings.server.host = "127.0.0.1"
     settings.server.port = 0
     settings.server.vosk_port = 0
