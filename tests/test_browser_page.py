@@ -246,6 +246,26 @@ def test_page_streams_fake_mic_and_shows_captions(browser, sentence_wav):
         _save(b, "browser_fake_stopped.png")
 
 
+SCROLL = """JSON.stringify((() => { const c = document.getElementById('captions');
+  return {gap: c.scrollHeight - c.scrollTop - c.clientHeight, top: c.scrollTop, overflow: c.scrollHeight > c.clientHeight}; })())"""
+
+
+def test_page_autoscrolls_unless_the_reader_scrolled_up(browser, sentence_wav):
+    with FakeServer(utterance_s=0.2) as server:  # ~5 finals per second
+        b = browser(server.http_url + "/?autostart=1", sentence_wav, width=500, height=420)
+        b.wait_for(lambda s: len(s["finals"]) >= 15, 60, "15 finals")
+        time.sleep(0.6)  # let a smooth scroll settle
+        scroll = json.loads(b.devtools.evaluate(SCROLL))
+        assert scroll["overflow"] and scroll["gap"] < 60, scroll  # following the newest line
+        b.devtools.evaluate("document.getElementById('captions').style.scrollBehavior = 'auto'")
+        b.devtools.evaluate("document.getElementById('captions').scrollTop = 0")
+        count = len(b.state()["finals"])
+        b.wait_for(lambda s: len(s["finals"]) >= count + 5, 30, "more finals")
+        assert json.loads(b.devtools.evaluate(SCROLL))["top"] == 0  # the reader stays where they are
+        b.devtools.evaluate("document.getElementById('toggle').click()")
+        b.wait_for(lambda s: s["phase"] == "stopped", 20, "stop")
+
+
 WORKLET_PROBE = """(async () => {
   const results = {};
   for (const [rate, tone] of RUNS) {
