@@ -37,6 +37,7 @@ class StreamingSettings:
     lookahead_s: float = 0.5
     normalization: str = "window"  # "window" | "running"
     buffer_s: float = 30.0  # ring buffer capacity per stream
+    cache_features: bool = True  # reuse feature-encoder frames across windows (running normalization only)
 
 
 @dataclass

@@ -42,7 +42,7 @@ from streamer.endpointing import Endpointer
 from streamer.events import EndOfStream, Event, Final, Partial, StreamError, Word
 from streamer.pcm import MODEL_SAMPLE_RATE, AudioFormatError, PcmDecoder, check_encoding, check_sample_rate
 from streamer.ring_buffer import RingBuffer
-from streamer.scheduler import BatchScheduler, ModelRunner
+from streamer.scheduler import BatchScheduler, FeatureCache, ModelRunner
 from streamer.windowing import NORMALIZATION_EPSILON, Chunker, FrameGeometry, Window, WindowLayout
 
 __all__ = ["AudioFormatError", "EngineStats", "RecognitionEngine", "RecognitionStream", "load_model"]
@@ -147,7 +147,9 @@ class RecognitionStream:
             self._buffer,
             normalization=s.streaming.normalization,
             energy_gate_dbfs=None if gate is None or math.isinf(gate) else gate,
+            cache_features=engine.cache_features,
         )
+        self.features = FeatureCache()
         frame_s = engine.geometry.stride / MODEL_SAMPLE_RATE
         self._merger = CtcMerger(
             engine.vocab,
@@ -207,6 +209,7 @@ class RecognitionStream:
             self._closed = True
             self._pending = []
             self._arrivals.clear()
+            self.features = FeatureCache()
         self.engine._forget(self)
         self.done.set()
 
@@ -382,6 +385,13 @@ class RecognitionEngine:
         st = settings.streaming
         self.layout = WindowLayout.from_seconds(self.geometry, st.left_context_s, st.chunk_s, st.lookahead_s)
         self.runner = ModelRunner(model, settings.model.device, settings.model.dtype)
+        # Reuse feature-encoder frames across overlapping windows when they are window-independent.
+        self.cache_features = (
+            st.cache_features
+            and st.normalization == "running"
+            and getattr(config, "feat_extract_norm", "group") == "layer"
+            and self.runner.can_split
+        )
         b = settings.batching
         self.scheduler = BatchScheduler(self.runner, max_batch=b.max_batch, max_wait_ms=b.max_wait_ms)
         self.beam = self._load_beam(settings)

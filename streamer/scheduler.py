@@ -47,6 +47,75 @@ class ModelRunner:
             logits = self.model(x).logits
             return logits.float().log_softmax(-1).cpu().numpy()
 
+    # The cached-feature path splits the forward in two (same modules, same order as ``forward``).
+
+    @property
+    def can_split(self) -> bool:
+        inner = getattr(self.model, "wav2vec2_conformer", None)
+        return all(
+            hasattr(inner, n) for n in ("feature_extractor", "feature_projection", "encoder")
+        ) and hasattr(self.model, "lm_head")
+
+    def features(self, batch: np.ndarray) -> Any:
+        """Feature-encoder output (B, frames, channels) as a tensor on the model's device."""
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, self.dtype)
+            return self.model.wav2vec2_conformer.feature_extractor(x).transpose(1, 2)
+
+    def encode(self, features: Any) -> np.ndarray:
+        """Features (B, frames, channels) -> CTC log-probabilities (B, frames, vocab) as float32 numpy."""
+        torch = self.torch
+        inner = self.model.wav2vec2_conformer
+        with torch.inference_mode():
+            projected = inner.feature_projection(features)
+            hidden = projected[0] if isinstance(projected, tuple) else projected
+            encoded = inner.encoder(hidden)
+            hidden = encoded[0] if isinstance(encoded, tuple) else encoded.last_hidden_state
+            if getattr(inner, "adapter", None) is not None:
+                hidden = inner.adapter(hidden)
+            logits = self.model.lm_head(hidden)
+            return logits.float().log_softmax(-1).cpu().numpy()
+
+
+class FeatureCache:
+    """Feature-encoder frames of one stream's current segment, by segment frame index (bounded)."""
+
+    def __init__(self) -> None:
+        self.generation = -1
+        self.base = 0
+        self.frames: Any = None  # tensor (n, channels)
+
+    def store(self, generation: int, first: int, frames: Any) -> None:
+        import torch
+
+        if generation != self.generation or self.frames is None or first != self.base + len(self.frames):
+            if (
+                generation == self.generation
+                and self.frames is not None
+                and first < self.base + len(self.frames)
+            ):
+                raise RuntimeError(
+                    f"feature frames overlap: have up to {self.base + len(self.frames)}, got {first}"
+                )
+            self.generation, self.base, self.frames = generation, first, frames
+        else:
+            self.frames = torch.cat([self.frames, frames])
+
+    def gather(self, generation: int, start: int, stop: int) -> Any:
+        if generation != self.generation or self.frames is None or start < self.base:
+            raise RuntimeError(
+                f"features for frames [{start}, {stop}) of segment {generation} are not cached"
+            )
+        if stop > self.base + len(self.frames):
+            raise RuntimeError(f"features for frames [{start}, {stop}) not computed yet")
+        return self.frames[start - self.base : stop - self.base]
+
+    def evict_before(self, frame: int) -> None:
+        if self.frames is not None and frame > self.base:
+            self.frames = self.frames[frame - self.base :].clone()
+            self.base = frame
+
 
 class StreamWork(Protocol):
     """What the scheduler needs from a stream (``streamer.engine.RecognitionStream``)."""
@@ -168,35 +237,76 @@ class BatchScheduler:
                 taken.extend((order, stream, w) for w in windows)
             if not taken:
                 return 0
-            groups: dict[Any, list[tuple[int, StreamWork, Window]]] = defaultdict(list)
-            for item in taken:
-                _, stream, w = item
-                if w.samples is not None:
-                    key = (id(stream), w.seq // self.max_batch, w.length) if aligned else w.length
-                    groups[key].append(item)
-                elif w.gated:
-                    self.stats.gated_windows += 1
             outputs: dict[int, np.ndarray] = {}
             failed: dict[int, str] = {}
-            for items in groups.values():
-                for i in range(0, len(items), self.max_batch):
-                    part = items[i : i + self.max_batch]
-                    batch = np.stack([w.samples for _, _, w in part])
+
+            def key(stream: StreamWork, w: Window, length: int) -> Any:
+                return (id(stream), w.seq // self.max_batch, length) if aligned else length
+
+            # Stage 1 (cached-feature path): the feature encoder on the new samples only.
+            blocks: dict[Any, list[tuple[int, StreamWork, Window]]] = defaultdict(list)
+            for item in taken:
+                _, stream, w = item
+                if w.block is not None:
+                    blocks[key(stream, w, len(w.block))].append(item)
+                elif w.gated:
+                    self.stats.gated_windows += 1
+            computed: list[tuple[int, int, StreamWork, Window, Any]] = []
+            for items in blocks.values():
+                for part in self._parts(items):
+                    batch = np.stack([w.block for _, _, w in part])
                     t0 = time.perf_counter()
                     try:
-                        result = self.runner(batch)
+                        feats = self.runner.features(batch)  # type: ignore[attr-defined]
                     except Exception as exc:
-                        log.exception("model forward failed for a batch of %d windows", len(part))
-                        self.stats.errors += 1
-                        for _, stream, _ in part:
-                            failed[id(stream)] = f"model forward failed: {type(exc).__name__}: {exc}"
+                        self._failed(part, exc, failed)
+                        continue
+                    self.stats.compute_seconds += time.perf_counter() - t0
+                    self.stats.audio_seconds_computed += batch.size / self.sample_rate
+                    for row, (order, stream, w) in enumerate(part):
+                        computed.append((order, w.seq, stream, w, feats[row, : w.frames_to - w.block_from]))
+            computed.sort(key=lambda c: c[:2])  # each stream's cache is filled in window order
+            for _, _, stream, w, frames in computed:
+                if id(stream) not in failed:
+                    stream.features.store(w.generation, w.block_from, frames)
+
+            # Stage 2: one forward per group of equal-length windows (full windows or cached features).
+            groups: dict[Any, list[tuple[int, StreamWork, Window, Any]]] = defaultdict(list)
+            for order, stream, w in taken:
+                if id(stream) in failed:
+                    continue
+                if w.samples is not None:
+                    groups[("w", key(stream, w, w.length))].append((order, stream, w, w.samples))
+                elif w.needs_encoder:
+                    try:
+                        x = stream.features.gather(w.generation, w.frames_from, w.frames_to)
+                    except Exception as exc:
+                        self._failed([(order, stream, w)], exc, failed)
+                        continue
+                    groups[("f", key(stream, w, w.frames_to - w.frames_from))].append((order, stream, w, x))
+            for (path, _), items in groups.items():
+                for part in self._parts(items):
+                    t0 = time.perf_counter()
+                    try:
+                        if path == "w":
+                            batch = np.stack([x for *_, x in part])
+                            result = self.runner(batch)
+                            self.stats.audio_seconds_computed += batch.size / self.sample_rate
+                        else:
+                            import torch
+
+                            result = self.runner.encode(torch.stack([x for *_, x in part]))  # type: ignore[attr-defined]
+                    except Exception as exc:
+                        self._failed([(o, st, w) for o, st, w, _ in part], exc, failed)
                         continue
                     self.stats.compute_seconds += time.perf_counter() - t0
                     self.stats.batches += 1
                     self.stats.windows += len(part)
-                    self.stats.audio_seconds_computed += batch.size / self.sample_rate
-                    for row, (_, _, w) in enumerate(part):
+                    for row, (_, _, w, _) in enumerate(part):
                         outputs[id(w)] = result[row]
+            for _, stream, w in taken:
+                if w.needs_encoder:
+                    stream.features.evict_before(w.frames_from)
             taken.sort(key=lambda item: (item[0], item[2].seq))
             for _, stream, w in taken:
                 if id(stream) in failed:
@@ -208,3 +318,12 @@ class BatchScheduler:
                     log.exception("merging window %d failed", w.seq)
                     stream.fail("internal", f"internal error decoding: {type(exc).__name__}: {exc}")
             return len(taken)
+
+    def _parts(self, items: list) -> list[list]:
+        return [items[i : i + self.max_batch] for i in range(0, len(items), self.max_batch)]
+
+    def _failed(self, part: list, exc: Exception, failed: dict[int, str]) -> None:
+        log.error("model forward failed for a batch of %d windows", len(part), exc_info=exc)
+        self.stats.errors += 1
+        for _, stream, _ in part:
+            failed[id(stream)] = f"model forward failed: {type(exc).__name__}: {exc}"

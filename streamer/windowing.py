@@ -108,14 +108,25 @@ class Window:
     owned: int  # number of owned frames (may be 0)
     final: bool  # last window of its segment (after reset/end)
     eos: bool = False  # ... and the stream ends after it
-    samples: np.ndarray | None = None  # normalized input; None = skip the model (gated or empty)
+    samples: np.ndarray | None = None  # normalized input (full-window path); None = not this path
     arrival: float = 0.0  # monotonic time the window's newest sample arrived
     stream: Any = field(default=None, repr=False)
-    gated: bool = False
+    gated: bool = False  # skipped by the energy gate: owned frames are blank
+    # Cached-feature path: the encoder runs on segment frames [frames_from, frames_to); the feature
+    # encoder only runs on ``block`` (normalized samples of the not-yet-computed frames from block_from).
+    frames_from: int = 0
+    frames_to: int = 0
+    block_from: int = 0
+    block: np.ndarray | None = None
 
     @property
     def length(self) -> int:
         return 0 if self.samples is None else len(self.samples)
+
+    @property
+    def needs_encoder(self) -> bool:
+        """Cached-feature path: the encoder must run on frames [frames_from, frames_to)."""
+        return self.samples is None and not self.gated and self.frames_to > self.frames_from
 
 
 def loudness_dbfs(samples: np.ndarray) -> float:
@@ -144,6 +155,7 @@ class Chunker:
         *,
         normalization: str = "window",
         energy_gate_dbfs: float | None = -60.0,
+        cache_features: bool = False,
     ) -> None:
         if normalization not in ("window", "running"):
             raise ValueError(f"normalization must be 'window' or 'running', got {normalization!r}")
@@ -152,6 +164,10 @@ class Chunker:
         self.buffer = buffer
         self.normalization = normalization
         self.energy_gate_dbfs = energy_gate_dbfs
+        # Feature-encoder outputs are reusable across windows only when they do not depend on the
+        # window: running normalization (per-window statistics would change them) and a per-frame
+        # (layer-norm) feature encoder. The engine checks the latter.
+        self.cache_features = cache_features and normalization == "running"
         self.seq = 0
         self.generation = 0
         self._closes: list[tuple[int, bool]] = []  # pending segment ends: (absolute index, end of stream)
@@ -167,6 +183,7 @@ class Chunker:
         self._sum = 0.0  # running statistics over [origin, _stats_pos)
         self._sum_sq = 0.0
         self._stats_pos = origin
+        self.features_until = 0  # segment frames [0, features_until) have cached features (or were skipped)
 
     # -- segment control ---------------------------------------------------------------------------
 
@@ -248,6 +265,8 @@ class Chunker:
             gate_region = raw[chunk_start - start :]
             if self.energy_gate_dbfs is not None and loudness_dbfs(gate_region) < self.energy_gate_dbfs:
                 window.gated = True
+            elif self.cache_features:
+                self._plan_features(window, raw)
             else:
                 window.samples = self._normalize(raw)
         if final:
@@ -260,6 +279,19 @@ class Chunker:
             # Keep only what the next window's left context needs.
             self.buffer.discard_before(self.origin + self.next_chunk * lay.chunk - lay.left)
         return window
+
+    def _plan_features(self, window: Window, raw: np.ndarray) -> None:
+        """Encoder frame range of ``window`` and the block of samples whose features are still missing."""
+        geo = self.geometry
+        f0 = (window.start - self.origin) // geo.stride
+        f1 = f0 + geo.num_frames(window.end - window.start)
+        b0 = max(self.features_until, f0)
+        window.frames_from, window.frames_to, window.block_from = f0, f1, b0
+        if f1 > b0:
+            lo = b0 * geo.stride + self.origin - window.start
+            hi = (f1 - 1) * geo.stride + geo.receptive_field + self.origin - window.start
+            window.block = self._normalize(raw[lo:hi])
+            self.features_until = f1
 
     def _update_stats(self, end: int) -> None:
         if self.normalization != "running" or end <= self._stats_pos:

@@ -91,7 +91,26 @@ def test_frame_geometry_matches_the_model(engine: RecognitionEngine) -> None:
         assert frames == engine.geometry.num_frames(n)
 
 
-def test_random_chunk_sizes_give_identical_output(engine: RecognitionEngine) -> None:
+@pytest.fixture(scope="module")
+def running_engine(tiny_dir: Path) -> RecognitionEngine:
+    s = make_settings(tiny_dir)
+    s.streaming.normalization = "running"
+    eng = RecognitionEngine(s)
+    assert eng.cache_features
+    return eng
+
+
+def test_cached_features_equal_window_features(running_engine: RecognitionEngine) -> None:
+    """The premise of feature caching: a layer-norm feature encoder's frames do not depend on the window."""
+    x = babble(3.0, seed=7)[: 320 * 100 + 80]
+    whole = running_engine.runner.features(x[None]).numpy()[0]
+    part = running_engine.runner.features(x[None, 320 * 37 : 320 * 60 + 80]).numpy()[0]
+    np.testing.assert_allclose(part, whole[37:60], atol=2e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("which", ["engine", "running_engine"])
+def test_random_chunk_sizes_give_identical_output(which: str, request: pytest.FixtureRequest) -> None:
+    engine = request.getfixturevalue(which)
     audio = babble(12.0)
     reference = engine.transcribe_stream(audio)
     assert reference and all(f.text for f in reference)
