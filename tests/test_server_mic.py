@@ -309,3 +309,32 @@ def test_real_portaudio_device_captions_and_recovers_from_device_loss(engine, mo
             await listener
 
     asyncio.run(main())
+
+
+def test_shutdown_broadcasts_the_microphone_final_then_closes_listeners_1001(engine, model_dir):
+    script = {"opens": [], "fail_opens": 0, "blocks": 10_000}
+    factory = functools.partial(MicSource, stream_factory=functools.partial(ScriptedInputStream, script))
+
+    async def main():
+        settings = test_settings(model_dir)
+        settings.server.mic = ""
+        messages: list = []
+        async with running_app(settings, engine, mic_factory=factory) as app:
+            ws = await connect(f"ws://127.0.0.1:{app.port}/v1/listen")
+
+            async def read():
+                try:
+                    async for m in ws:
+                        messages.append(json.loads(m))
+                except ConnectionClosed:
+                    pass
+
+            reader = asyncio.create_task(read())
+            assert await wait_for(lambda: any(m["type"] == "partial" for m in messages), 20)
+        # running_app's exit = graceful stop
+        await asyncio.wait_for(reader, 10)
+        assert ws.close_code == 1001
+        assert messages[-1]["type"] in ("final", "end"), messages[-3:]
+        assert any(m["type"] == "final" for m in messages)
+
+    asyncio.run(main())

@@ -299,15 +299,22 @@ class App:
         servers = [s for s in (self.server, self.vosk_server) if s is not None]
         for srv in servers:
             srv.server.close()  # stop accepting; open connections stay up
-        tasks = [asyncio.create_task(s.shutdown()) for s in list(self.sessions)]
+        # Streams finish their open utterances (finals, then "end") while the microphone does the same
+        # for the listeners; listeners are closed last so that they get the microphone's final.
+        tasks = [
+            asyncio.create_task(s.shutdown()) for s in list(self.sessions) if not isinstance(s, ListenSession)
+        ]
         if self.mic is not None:
             tasks.append(asyncio.create_task(self.mic.stop(drain=True)))
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=timeout)
             for task in pending:
                 task.cancel()
-        self.hub.close_all()
-        await asyncio.sleep(0)
+        self.hub.close_all()  # each listener sends what is queued, then closes 1001
+        listeners = [s for s in self.sessions if isinstance(s, ListenSession)]
+        deadline = time.monotonic() + 5.0
+        while any(s in self.sessions for s in listeners) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         for srv in servers:
             srv.close(close_connections=True, code=CloseCode.GOING_AWAY, reason="server shutting down")
         for srv in servers:

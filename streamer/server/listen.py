@@ -107,7 +107,7 @@ class ListenSession(Session):
                 raise ProtocolError("bad_message", "/v1/listen does not take audio")
 
     async def shutdown(self) -> None:
-        await self.close(CloseCode.GOING_AWAY, "server shutting down")
+        """Nothing to finish here: ``ListenHub.close_all`` makes the pump send what is queued and close."""
 
 
 def dumps_event(message: dict[str, Any]) -> str:
