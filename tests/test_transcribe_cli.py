@@ -206,3 +206,13 @@ def test_int8_quantized_model_transcribes(tiny_model, capsys):
     wav = str(DATA / "hello_world.wav")
     assert cli.main(["transcribe", "--model", str(tiny_model), "--quantize", "int8", "--json", wav]) == 0
     assert json.loads(capsys.readouterr().out)["file"] == wav
+
+
+@pytest.mark.parametrize("decoder", ["greedy", "beam"])
+def test_audio_shorter_than_one_frame_gives_empty_text(decoder):
+    if decoder == "beam":
+        pytest.importorskip("pyctcdecode")
+    recognizer = Recognizer(FrameLocalNetwork(), _processor(), torch.device("cpu"), torch.float32)
+    for length in (1, 399):
+        result = transcribe.transcribe_audio(np.ones(length, dtype=np.float32), recognizer, decoder=decoder)
+        assert result == Transcription(text="")

@@ -23,6 +23,7 @@ import torch
 from model.audio import load_audio
 from model.processor import Wav2Vec2Processor
 from model.tokenizer import Wav2Vec2CTCTokenizer
+from streamer.windowing import FrameGeometry
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,11 @@ class Recognizer:
     processor: Wav2Vec2Processor
     device: torch.device
     dtype: torch.dtype
-    inputs_to_logits_ratio: int = 320
+    geometry: FrameGeometry = field(default_factory=FrameGeometry)  # the feature encoder's frame grid
 
     @property
     def frame_seconds(self) -> float:
-        return self.processor.frame_seconds(self.inputs_to_logits_ratio)
+        return self.processor.frame_seconds(self.geometry.stride)
 
 
 # -- command line ------------------------------------------------------------------------------------
@@ -135,9 +136,9 @@ def load_recognizer(
         network = quantize_dynamic_int8(network)
     network.eval()
     config = getattr(network, "config", None)
-    ratio = int(getattr(config, "inputs_to_logits_ratio", 320))
+    geometry = FrameGeometry.from_config(config) if hasattr(config, "conv_kernel") else FrameGeometry()
     processor = Wav2Vec2Processor.from_pretrained(directory)
-    return Recognizer(network, processor, torch_device, DTYPES[dtype], ratio)
+    return Recognizer(network, processor, torch_device, DTYPES[dtype], geometry)
 
 
 def _resolve_model_dir(dir_or_id: str | Path | None) -> Path:
@@ -164,6 +165,8 @@ def transcribe_audio(
 ) -> Transcription:
     """Transcribe one 1-D waveform at the processor's sampling rate."""
     log_probs = frame_log_probs(audio, recognizer)
+    if len(log_probs) == 0:
+        return Transcription(text="")
     tokenizer = recognizer.processor.tokenizer
     if decoder == "greedy":
         return greedy_decode(log_probs, tokenizer, recognizer.frame_seconds)
@@ -181,7 +184,9 @@ def frame_log_probs(
 ) -> torch.Tensor:
     """Per-frame log-probabilities (frames x vocabulary, float32 on the CPU) for the whole signal."""
     rate = recognizer.processor.sampling_rate
-    frame = recognizer.inputs_to_logits_ratio
+    frame = recognizer.geometry.stride
+    if recognizer.geometry.num_frames(len(audio)) == 0:  # shorter than one frame: nothing to hear
+        return torch.zeros(0, recognizer.processor.tokenizer.vocab_size)
     if len(audio) <= whole_file_limit_s * rate:
         return _window_log_probs(audio, recognizer)
     pieces = []
