@@ -51,12 +51,15 @@ class FrameLocalNetwork(torch.nn.Module):
         return type("Output", (), {"logits": logits})
 
 
-def test_window_layout_tiles_every_frame_once():
+@pytest.mark.parametrize("context_s", [0.0, 0.2])
+def test_window_layout_tiles_every_frame_once(context_s):
     for seconds in (0.7, 1.0, 2.33, 5.0, 7.91):
         num_samples = int(seconds * 16000)
         total_frames = (num_samples - 400) // 320 + 1
         kept = []
-        for start, stop, keep_from, keep_to in transcribe.window_layout(num_samples, 320, 16000, 1.0, 0.2):
+        for start, stop, keep_from, keep_to in transcribe.window_layout(
+            num_samples, 320, 16000, 1.0, context_s
+        ):
             assert start % 320 == 0 and stop - start <= 16000
             local_frames = (stop - start - 400) // 320 + 1
             kept += [start // 320 + i for i in range(local_frames)[keep_from:keep_to]]

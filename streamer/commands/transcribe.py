@@ -206,7 +206,8 @@ def window_layout(
     overlap. The last window's end is open (``None``-like large value) to keep whatever it produces.
     """
     window = max(1, round(window_s * sample_rate / frame_samples)) * frame_samples
-    context = round(context_s * sample_rate / frame_samples) * frame_samples
+    # At least one frame: a window's last frame would otherwise need samples past the window's end.
+    context = max(1, round(context_s * sample_rate / frame_samples)) * frame_samples
     step = window - 2 * context
     if step <= 0:
         raise ValueError("window must be longer than twice its context")
