@@ -98,6 +98,7 @@ class LimitSettings:
     max_text_bytes: int = 65536  # longest text (JSON) message
     text_rate_per_s: float = 20.0  # text messages per second per connection, sustained ...
     text_burst: int = 40  # ... and in a burst; beyond: error "flood", close 1008
+    frame_rate_per_s: float = 2000.0  # binary frames per second per connection (bursts of twice that)
 
 
 @dataclass

@@ -175,6 +175,7 @@ BAD_CASES = {
     "start_twice": ([b'T{"type": "start"}', b'T{"type": "start"}'], "bad_message", 1008),
     "oversized_frame": ([b'T{"type": "start"}', b"B" + bytes(70000)], "frame_too_large", 1009),
     "text_flood": ([b'T{"type": "start"}', *([b'T{"type": "reset"}'] * 200)], "flood", 1008),
+    "frame_flood": ([b'T{"type": "start"}', *([b"B\x00\x00"] * 3000)], "flood", 1008),
 }
 
 
@@ -195,7 +196,7 @@ def test_bad_input_gets_error_event_and_close_code_while_others_carry_on(engine,
     script, code, close_code = BAD_CASES[case]
 
     async def main():
-        settings = test_settings(model_dir, max_frame_bytes=65536)
+        settings = test_settings(model_dir, max_frame_bytes=65536, frame_rate_per_s=500)
         async with running_app(settings, engine) as app:
             url = f"ws://127.0.0.1:{app.port}/v1/stream"
             bystander = asyncio.create_task(stream_audio(url, noise(2.0, 7), frame=1600))

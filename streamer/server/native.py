@@ -36,6 +36,7 @@ class NativeSession(Session):
         self.going_away = False  # shutdown: close 1001 after "end"
         self.sender: asyncio.Task | None = None
         self.text_bucket = TokenBucket(self.limits.text_rate_per_s, self.limits.text_burst)
+        self.frame_bucket = TokenBucket(self.limits.frame_rate_per_s, 2 * self.limits.frame_rate_per_s)
 
     async def run(self) -> None:
         try:
@@ -120,6 +121,10 @@ class NativeSession(Session):
 
     def _audio(self, data: bytes) -> None:
         assert self.bridge is not None
+        if not self.frame_bucket.take():
+            raise ProtocolError(
+                "flood", f"more than {self.limits.frame_rate_per_s:g} binary frames per second"
+            )
         if self.ending:  # shutdown ended the stream while this frame was in flight: drop it
             return
         if len(data) > self.limits.max_frame_bytes:

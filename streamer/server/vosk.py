@@ -48,6 +48,7 @@ class VoskSession(Session):
         self.open_utterance = False  # a partial with text arrived since the last final
         self.ended = False
         self.text_bucket = TokenBucket(self.limits.text_rate_per_s, self.limits.text_burst)
+        self.frame_bucket = TokenBucket(self.limits.frame_rate_per_s, 2 * self.limits.frame_rate_per_s)
 
     async def send_error(self, code: str, message: str) -> None:
         await self.ws.send(vosk_dump({"error": message, "code": code}))
@@ -153,6 +154,10 @@ class VoskSession(Session):
         return vosk_partial(self.partial_text)
 
     async def _frame(self, data: bytes) -> None:
+        if not self.frame_bucket.take():
+            raise ProtocolError(
+                "flood", f"more than {self.limits.frame_rate_per_s:g} binary frames per second"
+            )
         if len(data) > self.limits.max_frame_bytes:
             raise ProtocolError("frame_too_large", f"binary frame over {self.limits.max_frame_bytes} bytes")
         samples = check_audio(data, "pcm_s16le")
