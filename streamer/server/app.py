@@ -230,6 +230,7 @@ class App:
             "close_timeout": 5,
             "ssl": self._ssl_context(),
             "server_header": "conformer-streamer",
+            "compression": None,  # PCM barely compresses; deflate would only cost CPU
         }
 
     # ------------------------------------------------------------------ lifecycle
