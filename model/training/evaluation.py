@@ -1,0 +1,122 @@
+"""WER/CER of a CTC model on the evaluation sets.
+
+Sets:
+  synthetic — held-out voices (festival cmu_us_slt_arctic_hts, flite rms) reading held-out text
+              (``$HOME_DIR/corpus/eval``, made by ``conformer-streamer synthesize --split eval``)
+  real      — the human recordings in /work/shared/eval/real (report only: never trained or tuned on)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REAL_DIR = Path("/work/shared/eval/real")
+
+
+@dataclass
+class Item:
+    id: str
+    path: str
+    text: str
+
+
+def synthetic_items(home: Path) -> list[Item]:
+    root = home / "corpus" / "eval"
+    items = []
+    for shard in sorted((root / "shards").glob("*.jsonl")):
+        for line in shard.read_text().splitlines():
+            r = json.loads(line)
+            items.append(Item(Path(r["path"]).stem, str(root / r["path"]), r["text"]))
+    return items
+
+
+def real_items(directory: Path = REAL_DIR) -> list[Item]:
+    tsv = directory / "transcripts.tsv"
+    if not tsv.exists():
+        return []
+    with tsv.open(newline="") as f:
+        return [
+            Item(r["id"], str(directory / r["path"]), r["transcript"])
+            for r in csv.DictReader(f, delimiter="\t")
+        ]
+
+
+def load_model(model_dir: str | Path | None):
+    """Our Wav2Vec2ConformerForCTC + vocab from a HF-layout directory (default: the embedded model)."""
+    from model import Wav2Vec2ConformerForCTC
+
+    if model_dir is None:
+        model_dir = Path(__file__).resolve().parents[1] / "pretrained" / "en-small"
+    model_dir = Path(model_dir)
+    model = Wav2Vec2ConformerForCTC.from_pretrained(model_dir)
+    model.eval()
+    vocab = json.loads((model_dir / "vocab.json").read_text())
+    return model, vocab
+
+
+def read_audio(path: str) -> np.ndarray:
+    from model.audio import load_audio
+
+    return load_audio(path, 16000).astype(np.float32)
+
+
+@torch.no_grad()
+def log_probs(model, audio: np.ndarray) -> np.ndarray:
+    x = (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
+    logits = model(torch.from_numpy(x)[None]).logits[0]
+    return torch.log_softmax(logits.float(), -1).numpy()
+
+
+def edit_distance(a: list, b: list) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
+        prev = cur
+    return prev[-1]
+
+
+def error_rates(refs: list[str], hyps: list[str]) -> dict[str, float]:
+    """Corpus-level WER and CER (errors summed over utterances / reference length)."""
+    we = sum(edit_distance(r.split(), h.split()) for r, h in zip(refs, hyps, strict=True))
+    ce = sum(edit_distance(list(r), list(h)) for r, h in zip(refs, hyps, strict=True))
+    return {
+        "wer": we / max(1, sum(len(r.split()) for r in refs)),
+        "cer": ce / max(1, sum(len(r) for r in refs)),
+        "words": sum(len(r.split()) for r in refs),
+    }
+
+
+def evaluate(model, vocab: dict[str, int], items: list[Item], decoders: dict[str, object]) -> dict:
+    """Run the model once per item and every decoder on its output."""
+    hyps: dict[str, list[str]] = {name: [] for name in decoders}
+    audio_s, model_s = 0.0, 0.0
+    per_item = []
+    for it in items:
+        audio = read_audio(it.path)
+        t = time.perf_counter()
+        lp = log_probs(model, audio)
+        model_s += time.perf_counter() - t
+        audio_s += len(audio) / 16000
+        row = {"id": it.id, "ref": it.text}
+        for name, dec in decoders.items():
+            h = dec.decode(lp).text
+            hyps[name].append(h)
+            row[name] = h
+        per_item.append(row)
+    refs = [it.text for it in items]
+    return {
+        "n": len(items),
+        "audio_s": audio_s,
+        "rtf": model_s / max(audio_s, 1e-9),
+        "rates": {name: error_rates(refs, h) for name, h in hyps.items()},
+        "items": per_item,
+    }

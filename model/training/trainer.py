@@ -1,0 +1,521 @@
+"""CTC training of a small Wav2Vec2-Conformer on the synthetic corpus.
+
+* length-bucketed batches by total (padded) audio seconds, re-read from the corpus shards every epoch
+  (so training can start while synthesis is still adding data);
+* on-the-fly augmentation (:mod:`model.training.augment`) and SpecAugment (the model's own time/feature
+  masking, configured by ``mask_time_prob`` etc.);
+* AdamW, linear warm-up then cosine decay; bf16 autocast on CUDA, fp32 on CPU;
+* resumable checkpoints (model, optimizer, scheduler, step, RNG states) every ``checkpoint_minutes``;
+* periodic greedy CER on a fixed subset of the synthetic held-out-voice set; ``best.pt`` keeps the best.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from model.training import augment as aug
+
+log = logging.getLogger(__name__)
+
+# The character vocabulary of facebook/wav2vec2-*-960h (same ids).
+VOCAB_TOKENS = [
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "|",
+    "E",
+    "T",
+    "A",
+    "O",
+    "N",
+    "I",
+    "H",
+    "S",
+    "R",
+    "D",
+    "L",
+    "U",
+    "M",
+    "W",
+    "C",
+    "F",
+    "G",
+    "Y",
+    "P",
+    "B",
+    "V",
+    "K",
+    "'",
+    "X",
+    "J",
+    "Q",
+    "Z",
+]
+VOCAB = {t: i for i, t in enumerate(VOCAB_TOKENS)}
+
+
+def encode_text(text: str) -> list[int]:
+    return [VOCAB.get(c, VOCAB["<unk>"]) if c != " " else VOCAB["|"] for c in text.strip()]
+
+
+def decode_ids(ids: list[int]) -> str:
+    """Greedy CTC collapse: merge repeats, drop blanks, '|' → space."""
+    out = []
+    prev = -1
+    for i in ids:
+        if i != prev and i != 0:
+            out.append(VOCAB_TOKENS[i])
+        prev = i
+    text = "".join(t if len(t) == 1 or t == "|" else "" for t in out).replace("|", " ")
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class TrainConfig:
+    name: str = "en-small"
+    seed: int = 1234
+    model: dict[str, Any] = field(default_factory=dict)
+    # data
+    train_dirs: list[str] = field(default_factory=lambda: ["corpus/train"])
+    eval_dir: str = "corpus/eval"
+    min_seconds: float = 0.4
+    max_seconds: float = 16.0
+    batch_seconds: float = 60.0
+    max_batch: int = 32
+    eval_subset: int = 60
+    augment: dict[str, Any] = field(default_factory=dict)
+    p_augment: float = 0.85
+    num_workers: int = 1
+    # optimization
+    lr: float = 1.5e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 500
+    max_steps: int = 20000
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 5.0
+    # bookkeeping
+    log_every: int = 25
+    eval_every: int = 250
+    checkpoint_minutes: float = 10.0
+    threads: int = 2
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> TrainConfig:
+        data = tomllib.loads(Path(path).read_text())
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in ("train", "data", "optim", "log") and isinstance(value, dict):
+                flat.update(value)
+            else:
+                flat[key] = value
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(flat) - known
+        if unknown:
+            raise ValueError(f"unknown training settings: {sorted(unknown)}")
+        if "betas" in flat:
+            flat["betas"] = tuple(flat["betas"])
+        return cls(**flat)
+
+
+def model_config(cfg: TrainConfig) -> dict[str, Any]:
+    base = {
+        "vocab_size": len(VOCAB_TOKENS),
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "feat_extract_norm": "layer",
+        "do_stable_layer_norm": True,
+        "conv_bias": True,
+        "position_embeddings_type": "rotary",
+        "ctc_loss_reduction": "mean",
+        "ctc_zero_infinity": True,
+        "layerdrop": 0.0,
+        "final_dropout": 0.0,
+        "architectures": ["Wav2Vec2ConformerForCTC"],
+    }
+    base.update(cfg.model)
+    for key in ("conv_dim", "conv_kernel", "conv_stride"):
+        if key in base:
+            base[key] = tuple(base[key])
+    return base
+
+
+def build_model(cfg: TrainConfig, backend: str = "ours"):
+    kwargs = model_config(cfg)
+    if backend == "transformers":
+        from transformers import Wav2Vec2ConformerConfig, Wav2Vec2ConformerForCTC
+    else:
+        from model import Wav2Vec2ConformerConfig, Wav2Vec2ConformerForCTC
+    return Wav2Vec2ConformerForCTC(Wav2Vec2ConformerConfig(**kwargs))
+
+
+# ---------------------------------------------------------------------------------------------------
+# data
+
+
+def read_records(dirs: list[Path]) -> list[dict]:
+    from model.training.synthesis import read_manifest
+
+    out = []
+    for d in dirs:
+        if (d / "shards").exists():
+            out.extend(read_manifest(d))
+        elif (d / "manifest.jsonl").exists():
+            for line in (d / "manifest.jsonl").read_text().splitlines():
+                r = json.loads(line)
+                r["path"] = str(d / r["path"])
+                out.append(r)
+    return out
+
+
+def make_batches(
+    records: list[dict], batch_seconds: float, max_batch: int, rng: random.Random
+) -> list[list[int]]:
+    """Indices grouped by similar duration; padded seconds per batch ≤ batch_seconds."""
+    order = sorted(range(len(records)), key=lambda i: records[i]["duration"] * rng.uniform(0.95, 1.05))
+    batches, current, longest = [], [], 0.0
+    for i in order:
+        d = records[i]["duration"]
+        if current and (max(longest, d) * (len(current) + 1) > batch_seconds or len(current) >= max_batch):
+            batches.append(current)
+            current, longest = [], 0.0
+        current.append(i)
+        longest = max(longest, d)
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+def normalize_wave(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+
+
+def collate(waves: list[np.ndarray], texts: list[str] | None = None):
+    n = max(len(w) for w in waves)
+    values = torch.zeros(len(waves), n)
+    mask = torch.zeros(len(waves), n, dtype=torch.long)
+    for i, w in enumerate(waves):
+        values[i, : len(w)] = torch.from_numpy(normalize_wave(w))
+        mask[i, : len(w)] = 1
+    labels = None
+    if texts is not None:
+        ids = [encode_text(t) for t in texts]
+        labels = torch.full((len(ids), max(len(x) for x in ids)), -100, dtype=torch.long)
+        for i, x in enumerate(ids):
+            labels[i, : len(x)] = torch.tensor(x)
+    return values, mask, labels
+
+
+class BatchDataset(torch.utils.data.Dataset):
+    def __init__(self, records: list[dict], batches: list[list[int]], cfg: TrainConfig, seed: int) -> None:
+        self.records, self.batches, self.cfg, self.seed = records, batches, cfg, seed
+        self.aug_cfg = aug.AugmentConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.augment.items()}
+        )
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, k: int):
+        rng = np.random.default_rng([self.seed, k])
+        waves, texts = [], []
+        for i in self.batches[k]:
+            r = self.records[i]
+            x, _ = sf.read(r["path"], dtype="float32")
+            if rng.random() < self.cfg.p_augment:
+                x = aug.augment(x, rng, self.aug_cfg)
+            waves.append(x)
+            texts.append(r["text"])
+        return collate(waves, texts)
+
+
+# ---------------------------------------------------------------------------------------------------
+# evaluation helpers
+
+
+def edit_distance(a: list, b: list) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
+        prev = cur
+    return prev[-1]
+
+
+@torch.no_grad()
+def transcribe_batch(model, waves: list[np.ndarray], device: torch.device) -> list[str]:
+    values, mask, _ = collate(waves)
+    logits = model(values.to(device), attention_mask=mask.to(device)).logits
+    lengths = model._get_feat_extract_output_lengths(mask.sum(-1)).tolist()
+    ids = logits.argmax(-1).cpu().tolist()
+    return [decode_ids(row[: int(n)]) for row, n in zip(ids, lengths, strict=True)]
+
+
+def greedy_error_rates(
+    model, records: list[dict], device: torch.device, batch_seconds: float = 120.0
+) -> dict:
+    was_training = model.training
+    model.eval()
+    refs, hyps = [], []
+    order = sorted(range(len(records)), key=lambda i: records[i]["duration"])
+    batch: list[int] = []
+    for i in [*order, None]:
+        if i is not None and (not batch or records[i]["duration"] * (len(batch) + 1) <= batch_seconds):
+            batch.append(i)
+            continue
+        if batch:
+            waves = [sf.read(records[j]["path"], dtype="float32")[0] for j in batch]
+            hyps += transcribe_batch(model, waves, device)
+            refs += [records[j]["text"] for j in batch]
+        batch = [i] if i is not None else []
+    model.train(was_training)
+    char_err = sum(edit_distance(list(r), list(h)) for r, h in zip(refs, hyps, strict=True))
+    word_err = sum(edit_distance(r.split(), h.split()) for r, h in zip(refs, hyps, strict=True))
+    return {
+        "cer": char_err / max(1, sum(len(r) for r in refs)),
+        "wer": word_err / max(1, sum(len(r.split()) for r in refs)),
+        "examples": list(zip(refs[:3], hyps[:3], strict=True)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# training loop
+
+
+def lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "state": state,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def export(model, directory: str | Path, cfg: TrainConfig | None = None) -> Path:
+    """Hugging Face layout: config.json, model.safetensors, vocab.json, tokenizer_config.json,
+    special_tokens_map.json, preprocessor_config.json."""
+    from model.feature_extraction import Wav2Vec2FeatureExtractor
+    from model.tokenizer import Wav2Vec2CTCTokenizer
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    Wav2Vec2CTCTokenizer(VOCAB).save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
+    ).save_pretrained(directory)
+    return directory
+
+
+def train(
+    cfg: TrainConfig,
+    home: Path,
+    device: str = "cpu",
+    max_minutes: float | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    backend: str = "ours",
+    max_steps_now: int | None = None,
+    run_dir: Path | None = None,
+) -> dict:
+    from tqdm import tqdm
+
+    torch.set_num_threads(cfg.threads)
+    dev = torch.device(device)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    run_dir = run_dir or home / "runs" / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = build_model(cfg, backend).to(dev)
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=cfg.betas,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "batch_in_epoch": 0,
+        "best_cer": None,
+        "seconds": 0.0,
+        "audio_seconds": 0.0,
+        "history": [],
+    }
+    last = run_dir / "last.pt"
+    if resume and last.exists():
+        ckpt = torch.load(last, map_location=dev, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        state = ckpt["state"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        np.random.set_state(ckpt["rng"]["numpy"])
+        random.setstate(ckpt["rng"]["python"])
+        log.warning("resumed %s at step %d", last, state["step"])
+    (run_dir / "config.json").write_text(
+        json.dumps({"train": cfg.__dict__, "model": model_config(cfg)}, indent=1, default=list)
+    )
+    eval_records = read_records([home / cfg.eval_dir]) if (home / cfg.eval_dir).exists() else []
+    eval_records = sorted(eval_records, key=lambda r: r["path"])
+    eval_subset = random.Random(0).sample(eval_records, min(cfg.eval_subset, len(eval_records)))
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if dev.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
+    log_path = run_dir / "train.log"
+    t_start = time.time()
+    t_ckpt = time.time()
+    stop_at = state["step"] + max_steps_now if max_steps_now else None
+    bar = tqdm(
+        initial=state["step"],
+        total=cfg.max_steps,
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=10,
+    )
+    bar.write(f"model: {n_params / 1e6:.2f} M parameters; run dir {run_dir}")
+    done = False
+    while not done:
+        records = [
+            r
+            for r in read_records([home / d for d in cfg.train_dirs])
+            if cfg.min_seconds <= r["duration"] <= cfg.max_seconds
+        ]
+        if not records:
+            raise SystemExit("no training data: run `conformer-streamer synthesize` first")
+        epoch_rng = random.Random(cfg.seed * 1000 + state["epoch"])
+        batches = make_batches(records, cfg.batch_seconds, cfg.max_batch, epoch_rng)
+        start = state["batch_in_epoch"]
+        dataset = BatchDataset(records, batches, cfg, seed=cfg.seed * 1000 + state["epoch"])
+        subset = torch.utils.data.Subset(dataset, range(start, len(batches)))
+        loader = torch.utils.data.DataLoader(
+            subset,
+            batch_size=None,
+            shuffle=False,
+            num_workers=cfg.num_workers,
+            worker_init_fn=lambda _: torch.set_num_threads(1),
+            prefetch_factor=4 if cfg.num_workers else None,
+            persistent_workers=False,
+        )
+        bar.write(
+            f"epoch {state['epoch']}: {len(records)} utterances, "
+            f"{sum(r['duration'] for r in records) / 3600:.2f} h, {len(batches)} batches"
+        )
+        for values, mask, labels in loader:
+            values, mask, labels = values.to(dev), mask.to(dev), labels.to(dev)
+            with autocast:
+                out = model(values, attention_mask=mask, labels=labels)
+            loss = out.loss
+            if not torch.isfinite(loss):
+                optimizer.zero_grad(set_to_none=True)
+                state["batch_in_epoch"] += 1
+                continue
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["batch_in_epoch"] += 1
+            state["audio_seconds"] += float(mask.sum()) / 16000
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if state["step"] % cfg.log_every == 0:
+                with log_path.open("a") as f:
+                    f.write(
+                        json.dumps(
+                            {
+                                "step": state["step"],
+                                "loss": round(loss.item(), 4),
+                                "gnorm": round(float(gnorm), 3),
+                                "lr": scheduler.get_last_lr()[0],
+                                "audio_h": round(state["audio_seconds"] / 3600, 3),
+                                "elapsed_s": round(state["seconds"] + time.time() - t_start),
+                            }
+                        )
+                        + "\n"
+                    )
+            if eval_subset and state["step"] % cfg.eval_every == 0:
+                m = greedy_error_rates(model, eval_subset, dev)
+                bar.write(
+                    f"step {state['step']}: held-out greedy CER {m['cer']:.3f} WER {m['wer']:.3f} | "
+                    f"{m['examples'][0][1]!r}"
+                )
+                state["history"].append({"step": state["step"], "cer": m["cer"], "wer": m["wer"]})
+                with log_path.open("a") as f:
+                    f.write(
+                        json.dumps({"step": state["step"], "eval_cer": m["cer"], "eval_wer": m["wer"]}) + "\n"
+                    )
+                if state["best_cer"] is None or m["cer"] < state["best_cer"]:
+                    state["best_cer"] = m["cer"]
+                    torch.save(
+                        {"model": model.state_dict(), "step": state["step"], "cer": m["cer"]},
+                        run_dir / "best.pt",
+                    )
+            elapsed_min = (time.time() - t_start) / 60
+            finished = (
+                state["step"] >= cfg.max_steps
+                or (stop_at is not None and state["step"] >= stop_at)
+                or (max_minutes is not None and elapsed_min >= max_minutes)
+            )
+            if finished or time.time() - t_ckpt > cfg.checkpoint_minutes * 60:
+                state["seconds"] += time.time() - t_start
+                t_start = time.time()
+                save_checkpoint(last, model, optimizer, scheduler, state)
+                t_ckpt = time.time()
+            if finished:
+                done = True
+                break
+        else:
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+    bar.close()
+    return {"model": model, "state": state, "run_dir": run_dir}

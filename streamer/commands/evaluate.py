@@ -1,0 +1,70 @@
+"""``conformer-streamer evaluate``: WER/CER per evaluation set (synthetic held-out voices, real recordings)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", type=Path, default=None, help="HF-layout model dir (default: embedded en-small)"
+    )
+    parser.add_argument("--decoder", choices=["greedy", "beam", "both"], default="greedy")
+    parser.add_argument(
+        "--lm",
+        type=Path,
+        default=None,
+        help="ARPA/KenLM LM for --decoder beam (default: $HOME_DIR/lm/en-3gram.arpa if present)",
+    )
+    parser.add_argument("--alpha", type=float, default=0.5, help="LM weight")
+    parser.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
+    parser.add_argument("--beam-width", type=int, default=32)
+    parser.add_argument("--sets", default="synthetic,real", help="comma list of: synthetic, real")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N items of each set")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--show", type=int, default=0, help="print N hypotheses per set")
+    parser.add_argument("--json", type=Path, default=None, help="also write all results here")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from model.training import corpus, decoding, evaluation
+
+    torch.set_num_threads(args.threads)
+    model, vocab = evaluation.load_model(args.model)
+    decoders: dict[str, object] = {}
+    if args.decoder in ("greedy", "both"):
+        decoders["greedy"] = decoding.GreedyDecoder(vocab)
+    if args.decoder in ("beam", "both"):
+        lm = args.lm or corpus.home() / "lm" / "en-3gram.arpa"
+        lm = lm if lm and Path(lm).exists() else None
+        unigrams = decoding.read_unigrams(lm) if lm and str(lm).endswith(".arpa") else None
+        decoders["beam"] = decoding.BeamDecoder(
+            vocab, lm, alpha=args.alpha, beta=args.beta, beam_width=args.beam_width, unigrams=unigrams
+        )
+        print(f"beam: LM {lm or 'none'} alpha={args.alpha} beta={args.beta} width={args.beam_width}")
+    sets = {"synthetic": lambda: evaluation.synthetic_items(corpus.home()), "real": evaluation.real_items}
+    results = {}
+    print(f"{'set':<10} {'decoder':<7} {'n':>4} {'words':>6} {'WER':>7} {'CER':>7} {'RTF':>7}")
+    for name in args.sets.split(","):
+        items = sets[name]()[: args.limit]
+        if not items:
+            print(f"{name:<10} (no data)")
+            continue
+        res = evaluation.evaluate(model, vocab, items, decoders)
+        results[name] = res
+        for dec, r in res["rates"].items():
+            print(
+                f"{name:<10} {dec:<7} {res['n']:>4} {r['words']:>6} {100 * r['wer']:>6.1f}% {100 * r['cer']:>6.1f}% "
+                f"{res['rtf']:>7.3f}"
+            )
+        for row in res["items"][: args.show]:
+            print("   REF:", row["ref"])
+            for dec in decoders:
+                print(f"   {dec[:4].upper()}:", row[dec])
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0

@@ -1,0 +1,71 @@
+"""The embedded default model (model/pretrained/en-small): loads with our code and with transformers,
+and transcribes freshly synthesized speech."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+MODEL_DIR = Path(__file__).resolve().parents[1] / "model" / "pretrained" / "en-small"
+# A Harvard sentence: evaluation-only text, never in the training corpus.
+SENTENCE = "THE BIRCH CANOE SLID ON THE SMOOTH PLANKS"
+# What the shipped model reaches on this test (see the model card); keep it honest, not aspirational.
+MAX_CER = 0.10
+
+pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model.safetensors").exists(), reason="no embedded model")
+
+
+def _cer(ref: str, hyp: str) -> float:
+    from model.training.evaluation import edit_distance
+
+    return edit_distance(list(ref), list(hyp)) / len(ref)
+
+
+def _synthesize(tmp_path: Path, voice: str) -> np.ndarray:
+    if not shutil.which("flite"):
+        pytest.skip("flite not installed")
+    out = tmp_path / "s.wav"
+    subprocess.run(
+        ["flite", "-voice", voice, "-t", SENTENCE.capitalize().lower(), "-o", str(out)], check=True
+    )
+    from model.audio import load_audio
+
+    audio = load_audio(out, 16000).astype(np.float32)
+    return audio + np.random.default_rng(0).standard_normal(len(audio)).astype(np.float32) * 1e-3
+
+
+def test_layout_and_size() -> None:
+    for name in ("config.json", "model.safetensors", "vocab.json", "preprocessor_config.json", "README.md"):
+        assert (MODEL_DIR / name).exists(), name
+    assert (MODEL_DIR / "model.safetensors").stat().st_size <= 30 * 2**20
+    vocab = json.loads((MODEL_DIR / "vocab.json").read_text())
+    assert vocab["<pad>"] == 0 and vocab["|"] == 4 and set("ABCDEFGHIJKLMNOPQRSTUVWXYZ'") <= set(vocab)
+
+
+def test_ours_and_transformers_agree() -> None:
+    transformers = pytest.importorskip("transformers")
+    from model import Wav2Vec2ConformerForCTC
+
+    ours = Wav2Vec2ConformerForCTC.from_pretrained(MODEL_DIR).eval()
+    theirs = transformers.Wav2Vec2ConformerForCTC.from_pretrained(str(MODEL_DIR)).eval()
+    x = torch.randn(1, 24000)
+    with torch.no_grad():
+        a, b = ours(x).logits, theirs(x).logits
+    assert a.shape == b.shape
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("voice", ["rms", "kal16"])  # rms: a speaker never heard in training
+def test_transcribes_synthesized_sentence(tmp_path, voice) -> None:
+    from model.training import decoding, evaluation
+
+    model, vocab = evaluation.load_model(MODEL_DIR)
+    audio = _synthesize(tmp_path, voice)
+    text = decoding.GreedyDecoder(vocab).decode(evaluation.log_probs(model, audio)).text
+    assert _cer(SENTENCE, text) <= MAX_CER, text

@@ -1,0 +1,55 @@
+"""Kneser-Ney ARPA writer and the CTC decoders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.training import decoding, lm
+from model.training.trainer import VOCAB
+
+SENTS = ["THE CAT SAT ON THE MAT", "THE DOG SAT ON THE LOG", "A CAT AND A DOG", "THE CAT ATE"] * 3
+
+
+def _one_hot_log_probs(text: str, repeat: int = 3) -> np.ndarray:
+    ids = []
+    for c in text:
+        ids += [VOCAB["|" if c == " " else c]] * repeat + [0]
+    lp = np.full((len(ids), len(VOCAB)), -20.0, dtype=np.float32)
+    lp[np.arange(len(ids)), ids] = 0.0
+    return lp
+
+
+def test_arpa_is_normalized(tmp_path) -> None:
+    kenlm = pytest.importorskip("kenlm")
+    path = lm.build_arpa(SENTS, tmp_path / "t.arpa", order=3)
+    model = kenlm.Model(str(path))
+    vocab = {w for s in SENTS for w in s.split()} | {"</s>"}
+    for context in (["THE"], ["THE", "CAT"], ["A"]):
+        state = kenlm.State()
+        model.BeginSentenceWrite(state)
+        for w in context:
+            nxt = kenlm.State()
+            model.BaseScore(state, w, nxt)
+            state = nxt
+        total = sum(10 ** model.BaseScore(state, w, kenlm.State()) for w in vocab)
+        assert 0.98 < total <= 1.0001
+    assert model.score("THE CAT SAT ON THE MAT") > model.score("MAT THE ON SAT CAT THE")
+
+
+def test_greedy_decoder_text_and_word_times() -> None:
+    dec = decoding.GreedyDecoder(VOCAB)
+    out = dec.decode(_one_hot_log_probs("HI YOU"), time_offset=1.0)
+    assert out.text == "HI YOU"
+    assert [w.word for w in out.words] == ["HI", "YOU"]
+    assert 1.0 <= out.words[0].start < out.words[0].end <= out.words[1].start < out.words[1].end
+
+
+def test_beam_decoder_with_lm(tmp_path) -> None:
+    pytest.importorskip("pyctcdecode")
+    pytest.importorskip("kenlm")
+    path = lm.build_arpa(SENTS, tmp_path / "t.arpa", order=3)
+    dec = decoding.BeamDecoder(VOCAB, path, unigrams=decoding.read_unigrams(path))
+    out = dec.decode(_one_hot_log_probs("THE CAT SAT"))
+    assert out.text == "THE CAT SAT"
+    assert [w.word for w in out.words] == ["THE", "CAT", "SAT"]

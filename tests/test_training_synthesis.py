@@ -1,0 +1,67 @@
+"""One utterance per available TTS engine, post-processed to 16 kHz mono with a noise floor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from model.training import augment, synthesis
+
+ENGINES = synthesis.available_engines()
+VOICES = {"espeak": "mix", "flite": "kal16", "festival": "kal_diphone", "piper": "joe"}
+
+
+@pytest.mark.parametrize("engine", ["espeak", "flite", "festival", "piper"])
+def test_one_utterance_per_engine(engine: str, tmp_path) -> None:
+    if engine not in ENGINES:
+        pytest.skip(f"{engine} not installed (scripts/setup.sh train)")
+    voice = VOICES[engine]
+    uid = f"{engine}-{voice}-000000"
+    job = synthesis.Job(
+        uid,
+        engine,
+        voice,
+        "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG",
+        synthesis.draw_params(engine, voice, uid),
+    )
+    n = synthesis.run_batch(synthesis.Batch(f"{engine}-test", engine, voice, [job]), tmp_path)
+    assert n == 1
+    rec = json.loads((tmp_path / "shards" / f"{engine}-test.jsonl").read_text())
+    audio, rate = sf.read(tmp_path / rec["path"])
+    assert rate == 16000 and audio.ndim == 1
+    assert 1.0 < len(audio) / rate < 8.0
+    assert np.count_nonzero(audio == 0) < 0.2 * len(audio)  # no digital-zero silence
+    assert rec["engine"] == engine and rec["text"].startswith("THE QUICK")
+
+
+def test_eval_voices_never_in_training_plan() -> None:
+    batches = synthesis.plan_train(
+        ["HELLO THERE MY FRIEND"] * 50, dict(synthesis.TRAIN_VOICES), hours_scale=0.01
+    )
+    keys = {f"{b.engine}:{b.voice}" for b in batches}
+    assert not keys & synthesis.HELD_OUT
+    with pytest.raises(ValueError):
+        synthesis.plan_train(["X"], {"flite:rms": 1.0})
+
+
+def test_plan_prefix_is_stable() -> None:
+    texts = [f"SENTENCE NUMBER {i} IS HERE" for i in range(500)]
+    small = synthesis.plan_train(texts, {"flite:kal16": 0.05})
+    big = synthesis.plan_train(texts, {"flite:kal16": 0.1})
+    assert [j.text for b in small for j in b.jobs] == [j.text for b in big for j in b.jobs][
+        : sum(len(b.jobs) for b in small)
+    ]
+
+
+def test_augment_keeps_length_range_and_level() -> None:
+    rng = np.random.default_rng(0)
+    x = np.sin(np.arange(16000) * 0.05).astype(np.float32) * 0.5
+    for _ in range(20):
+        y = augment.augment(x, rng)
+        assert y.dtype == np.float32
+        assert 0.85 * len(x) < len(y) < 1.2 * len(x)
+        assert np.abs(y).max() <= 1.0 and np.isfinite(y).all()
+        assert np.count_nonzero(y == 0) < 10
