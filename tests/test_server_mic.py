@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from streamer.server.mic import MicSource, parse_device
 from streamer.server.testing import make_tiny_model, running_app, test_settings, wait_for
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streamer.server.testing import make_tiny_model, running_app, test_settings, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
@@ -492,3 +492,21 @@ def test_engine_overload_is_reported(model_dir, policy):
         run(main())
     finally:
         engine.stop(drain=False)
+
+
+def test_the_server_delivers_exactly_what_the_engine_recognizes(engine, model_dir):
+    """Transport adds nothing and loses nothing: the same text (and word timings) as the engine's own
+    streaming API on the same audio."""
+    audio = noise(3.2, 31)
+    samples = np.frombuffer(audio, dtype="<i2")
+    finals = [f for f in engine.transcribe_stream(samples, 1600) if f.text]
+
+    async def main():
+        async with running_app(test_settings(model_dir), engine) as app:
+            return await stream_audio(f"ws://127.0.0.1:{app.port}/v1/stream", audio, frame=3200)
+
+    messages, code = run(main())
+    assert code == 1000
+    got = [m for m in messages if m["type"] == "final" and m["text"]]
+    assert [m["text"] for m in got] == [f.text for f in finals]
+    assert [[w["word"] for w in m["words"]] for m in got] == [[w.word for w in f.words] for f in finals]

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from streamer.server.testing import make_tiny_model, running_app, test_settings, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 PARTIAL = re.compile(r'^\{\n  "partial" : "[^"\n]*"\n\}$')
 RESULT = re.compile(
