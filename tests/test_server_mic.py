@@ -130,9 +130,10 @@ def test_device_loss_is_reported_and_retried_with_exponential_backoff(engine, mo
             await listener
             opens = script["opens"]
             gaps = np.diff(opens[:4])
-            # 3 failed opens: waits of 0.1, 0.2, 0.4 s (doubling, capped at retry_max_s)
-            assert gaps[0] == pytest.approx(0.1, abs=0.08) and gaps[1] == pytest.approx(0.2, abs=0.1)
-            assert gaps[2] == pytest.approx(0.4, abs=0.15)
+            # 3 failed opens: waits of 0.1, 0.2, 0.4 s (doubling, capped at retry_max_s); a busy machine
+            # only makes them longer
+            for gap, expected in zip(gaps, (0.1, 0.2, 0.4), strict=True):
+                assert expected - 0.02 <= gap <= expected + 1.0, gaps
             assert app.metrics.mic_errors.value(kind="open_failed") == 3
             assert app.metrics.mic_errors.value(kind="device_lost") >= 1
             assert messages[0]["type"] == "ready" and messages[0]["stream_id"] == app.mic.stream_id
