@@ -96,7 +96,9 @@ def test_vosk_test_py_lockstep_and_formats(engine, model_dir, tmp_path):
     wav_path = noise_wav(tmp_path / "a.wav", 4.1, seed=21)
 
     async def main():
-        async with running_app(test_settings(model_dir), engine) as app:
+        settings = test_settings(model_dir)
+        settings.server.vosk_reply_wait_s = 20.0  # correctness, not speed: a busy CI machine may be slow
+        async with running_app(settings, engine) as app:
             replies, last, code = await vosk_test_py(f"ws://127.0.0.1:{app.vosk_port}", wav_path)
             assert code == 1000
             assert len(replies) == 21  # exactly one reply per 0.2 s frame (20.5 frames)
