@@ -231,21 +231,21 @@ def test_timeouts_start_and_idle(engine, model_dir):
             url = f"ws://127.0.0.1:{app.port}/v1/stream"
             async with connect(url) as ws:  # never sends start
                 t0 = time.monotonic()
-                messages = await collect(ws, timeout=5)
+                messages = await collect(ws, timeout=20)
                 assert messages[-1]["code"] == "start_timeout" and ws.close_code == 1008
-                assert time.monotonic() - t0 < 3
+                assert time.monotonic() - t0 < 15
             async with connect(url) as ws:  # starts, then goes quiet
                 await ws.send(json.dumps({"type": "start"}))
                 await ws.send(noise(0.3, 2))
-                messages = await collect(ws, timeout=5)
+                messages = await collect(ws, timeout=20)
                 assert messages[-1]["code"] == "idle_timeout" and ws.close_code == 1008
             # a stalled HTTP handshake: the TCP connection is dropped after handshake_timeout_s
             reader, writer = await asyncio.open_connection("127.0.0.1", app.port)
             writer.write(b"GET /v1/stream HTTP/1.1\r\nHost: x\r\n")  # ... and never finishes
             await writer.drain()
             t0 = time.monotonic()
-            assert await asyncio.wait_for(reader.read(), 5) == b""
-            assert time.monotonic() - t0 < 3
+            assert await asyncio.wait_for(reader.read(), 20) == b""
+            assert time.monotonic() - t0 < 15
             writer.close()
             assert await wait_for(lambda: engine.stats().active_streams == 0)
 
