@@ -7,9 +7,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from model.activations import get_activation
 from model.attention import ConformerSelfAttention
+from model.channels_last import as_channels_last_image, conv1d_time_major, from_channels_last_image
 from model.configuration import Wav2Vec2ConformerConfig
 from model.positional import PositionalConvEmbedding, RelativePositionalEncoding, RotaryPositionalEmbedding
 
@@ -79,12 +81,27 @@ class ConformerConvolutionModule(nn.Module):
         self.dropout = nn.Dropout(config.conformer_conv_dropout)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """(B, T, d) -> (B, T, d)."""
+        """(B, T, d) -> (B, T, d), time-major throughout (see model.channels_last)."""
         hidden_states = self.pointwise_conv1(self.layer_norm(hidden_states))  # (B, T, 2d)
         hidden_states = nn.functional.glu(hidden_states, dim=-1)  # (B, T, d)
-        hidden_states = self.depthwise_conv(hidden_states.transpose(1, 2))  # (B, d, T)
-        hidden_states = self.activation(self.batch_norm(hidden_states)).transpose(1, 2)  # (B, T, d)
-        return self.dropout(self.pointwise_conv2(hidden_states))
+        hidden_states = conv1d_time_major(hidden_states, self.depthwise_conv)
+        if self.training:
+            # BatchNorm1d wants (B, d, T); training updates running statistics, so use the module.
+            hidden_states = self.batch_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        else:
+            # Inference: a per-channel affine map, applied on the channels-last image without copies.
+            norm = self.batch_norm
+            image = F.batch_norm(
+                as_channels_last_image(hidden_states),
+                norm.running_mean,
+                norm.running_var,
+                norm.weight,
+                norm.bias,
+                training=False,
+                eps=norm.eps,
+            )
+            hidden_states = from_channels_last_image(image)
+        return self.dropout(self.pointwise_conv2(self.activation(hidden_states)))
 
 
 class ConformerEncoderLayer(nn.Module):

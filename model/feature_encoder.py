@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from model.activations import get_activation
+from model.channels_last import as_channels_last_image, conv1d_time_major, from_channels_last_image
 from model.configuration import Wav2Vec2ConformerConfig
 
 
@@ -37,9 +38,12 @@ class FeatureConvLayer(nn.Module):
         self.activation = get_activation(config.feat_extract_activation)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.conv(hidden_states)  # (batch, channels, frames)
-        if self.norm == "layer":
-            hidden_states = self.layer_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        """(batch, frames, in_channels) -> (batch, frames', out_channels), time-major throughout."""
+        hidden_states = conv1d_time_major(hidden_states, self.conv)
+        if self.norm == "group":
+            # Per-channel statistics over time, computed on the channels-last image view.
+            image = self.layer_norm(as_channels_last_image(hidden_states))
+            hidden_states = from_channels_last_image(image)
         elif self.layer_norm is not None:
             hidden_states = self.layer_norm(hidden_states)
         return self.activation(hidden_states)
@@ -63,8 +67,8 @@ class FeatureEncoder(nn.Module):
             param.requires_grad = False
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
-        """(batch, samples) -> (batch, channels, frames)."""
-        hidden_states = input_values[:, None]  # (batch, 1, samples)
+        """(batch, samples) -> (batch, frames, channels)."""
+        hidden_states = input_values[:, :, None]  # (batch, samples, 1)
         for layer in self.conv_layers:
             hidden_states = layer(hidden_states)
         return hidden_states

@@ -201,7 +201,7 @@ class Wav2Vec2ConformerModel(Wav2Vec2ConformerPreTrainedModel):
         output_hidden_states: bool = False,
     ) -> Wav2Vec2BaseModelOutput:
         """input_values (B, samples); attention_mask (B, samples), 1 for real samples (right padding)."""
-        features = self.feature_extractor(input_values).transpose(1, 2)  # (B, frames, channels)
+        features = self.feature_extractor(input_values)  # (B, frames, channels)
         frame_mask = None
         if attention_mask is not None:
             frame_mask = self._get_feature_vector_attention_mask(

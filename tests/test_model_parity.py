@@ -241,3 +241,22 @@ def test_mask_and_negative_sampling_match_transformers() -> None:
         np.random.seed(seed)
         actual_negatives = ours_lib.sample_negative_indices((4, 50), 6, actual)
         np.testing.assert_array_equal(actual_negatives, expected_negatives)
+
+
+@pytest.mark.parametrize(
+    ("head", "options"),
+    [
+        ("Wav2Vec2ConformerModel", {"add_adapter": True, "adapter_stride": 2, "num_adapter_layers": 2}),
+        ("Wav2Vec2ConformerForCTC", {"add_adapter": True, "output_hidden_size": 24, "num_adapter_layers": 1}),
+        ("Wav2Vec2ConformerForSequenceClassification", {"use_weighted_layer_sum": True}),
+        ("Wav2Vec2ConformerForAudioFrameClassification", {"use_weighted_layer_sum": True}),
+        ("Wav2Vec2ConformerForXVector", {"use_weighted_layer_sum": True}),
+    ],
+)
+def test_adapter_and_weighted_layer_sum_match(head: str, options: dict, tiny_model_kwargs: dict) -> None:
+    reference, ours = make_pair(head, {**tiny_model_kwargs, **options})
+    input_values, attention_mask = padded_batch()
+    with torch.no_grad():
+        expected = reference(input_values, attention_mask=attention_mask)
+        actual = ours(input_values, attention_mask=attention_mask)
+    assert compare_outputs(expected, actual)

@@ -1,0 +1,141 @@
+"""Forward-pass speed of our Wav2Vec2-Conformer vs transformers', and of our int8 dynamic quantization.
+
+Both models get the same random weights in the shape of facebook/wav2vec2-conformer-rel-pos-large-960h-ft
+(24 layers, width 1024, 16 heads, FFN 4096, 7 x 512 conv front end, relative positions), run on the same
+audio, fp32, with a fixed thread count. Timings interleave the candidates so that load from other
+processes hits them alike; each figure is the median of several runs after a warm-up.
+
+    python bench/bench_model.py            # large model, 10 s of audio
+    python bench/bench_model.py --quick    # small model, 2 s of audio (a smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from model import Wav2Vec2ConformerConfig, Wav2Vec2ConformerForCTC, quantize_dynamic_int8
+
+LARGE = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "conv_dim": (512,) * 7,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+}
+SMALL = {
+    "hidden_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 1024,
+    "conv_dim": (256,) * 7,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+}
+COMMON = {"vocab_size": 32, "position_embeddings_type": "relative", "conv_bias": True}
+
+
+def greedy_transcript(logits: torch.Tensor, blank: int = 0) -> list[int]:
+    """Frame-wise arg-max, repeats collapsed, blanks dropped (greedy CTC decoding)."""
+    best = logits[0].argmax(dim=-1).tolist()
+    return [token for i, token in enumerate(best) if token != blank and (i == 0 or token != best[i - 1])]
+
+
+def test_audio(seconds: float, sample_rate: int = 16_000) -> torch.Tensor:
+    """Deterministic speech-like signal: a few gliding harmonics with amplitude modulation and noise."""
+    generator = torch.Generator().manual_seed(0)
+    t = torch.arange(int(seconds * sample_rate)) / sample_rate
+    pitch = 120 + 40 * torch.sin(2 * torch.pi * 0.7 * t)
+    phase = 2 * torch.pi * torch.cumsum(pitch, 0) / sample_rate
+    voiced = sum(torch.sin(k * phase) / k for k in range(1, 6))
+    envelope = 0.5 * (1 + torch.sin(2 * torch.pi * 3 * t)) ** 2
+    audio = voiced * envelope + 0.05 * torch.randn(t.shape, generator=generator)
+    return ((audio - audio.mean()) / audio.std())[None]
+
+
+def time_interleaved(candidates: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
+    """Median seconds per call for each candidate, after one warm-up call each, runs interleaved."""
+    for call in candidates.values():
+        call()
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(runs):
+        for name, call in candidates.items():
+            start = time.perf_counter()
+            call()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small config and 2 s of audio")
+    parser.add_argument("--seconds", type=float, default=None, help="audio length (default 10, quick 2)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per candidate (median reported)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    import transformers
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    seconds = args.seconds or (2.0 if args.quick else 10.0)
+    kwargs = {**COMMON, **(SMALL if args.quick else LARGE)}
+
+    reference = transformers.Wav2Vec2ConformerForCTC(transformers.Wav2Vec2ConformerConfig(**kwargs)).eval()
+    ours = Wav2Vec2ConformerForCTC(Wav2Vec2ConformerConfig(**kwargs)).eval()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    int8 = quantize_dynamic_int8(ours)
+    audio = test_audio(seconds)
+    print(
+        f"config: {kwargs['num_hidden_layers']} layers x {kwargs['hidden_size']}, {seconds:g} s audio, "
+        f"{args.threads} threads, torch {torch.__version__}, transformers {transformers.__version__} "
+        f"(attention: {reference.config._attn_implementation})"
+    )
+
+    with torch.inference_mode():
+        reference_logits = reference(audio).logits
+        ours_logits = ours(audio).logits
+        int8_logits = int8(audio).logits
+        timings = time_interleaved(
+            {
+                "transformers fp32": lambda: reference(audio),
+                "ours fp32": lambda: ours(audio),
+                "ours int8": lambda: int8(audio),
+            },
+            args.runs,
+        )
+
+    baseline = timings["transformers fp32"]
+    for name, seconds_taken in timings.items():
+        print(
+            f"{name:>18}: {seconds_taken * 1000:8.0f} ms   speed-up vs transformers fp32: {baseline / seconds_taken:5.2f}x"
+        )
+    print(
+        f"fp32 logits max |diff| vs transformers: {(ours_logits - reference_logits).abs().max().item():.2e}"
+    )
+    print(
+        f"int8 logits max |diff| vs transformers: {(int8_logits - reference_logits).abs().max().item():.2e}"
+    )
+    reference_text = greedy_transcript(reference_logits)
+    print(
+        f"greedy transcript ({len(reference_text)} tokens) unchanged: "
+        f"fp32 {greedy_transcript(ours_logits) == reference_text}, int8 {greedy_transcript(int8_logits) == reference_text}"
+    )
+    frames_agree = (int8_logits.argmax(-1) == reference_logits.argmax(-1)).float().mean().item()
+    print(f"int8 frame arg-max agreement: {frames_agree:.1%}")
+
+
+if __name__ == "__main__":
+    main()

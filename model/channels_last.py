@@ -1,0 +1,43 @@
+"""Convolutions on time-major (batch, T, channels) tensors without transposing copies.
+
+The encoder works on (B, T, C) tensors, the layout of Linear and LayerNorm. A (B, T, C) tensor is, byte
+for byte, a channels-last (B, C, 1, T) image, and oneDNN runs channels-last 2-D convolutions natively,
+so a 1-D convolution can read and write time-major memory directly. On a 10 s input this removes
+several copies of (512 x 32000)-element activations from the feature encoder alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def as_channels_last_image(hidden_states: torch.Tensor) -> torch.Tensor:
+    """(B, T, C) -> (B, C, 1, T) view sharing memory (channels-last strides)."""
+    return hidden_states.unsqueeze(1).permute(0, 3, 1, 2)
+
+
+def from_channels_last_image(image: torch.Tensor) -> torch.Tensor:
+    """(B, C, 1, T) -> (B, T, C) view; contiguous when `image` is channels-last."""
+    return image.squeeze(2).transpose(1, 2)
+
+
+def conv1d_time_major(hidden_states: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """Apply `conv` (weights (out, in / groups, k)) to (B, T, in) and return (B, T', out)."""
+    (stride,), (dilation,), (kernel,) = conv.stride, conv.dilation, conv.kernel_size
+    if conv.in_channels == 1 and conv.groups == 1 and conv.padding == (0,) and dilation == 1:
+        # Single input channel (raw audio): a matmul over strided windows, which also yields (B, T', out)
+        # directly; oneDNN would pick a channels-first layout for a one-channel input.
+        windows = hidden_states[..., 0].unfold(-1, kernel, stride)  # (B, T', k)
+        return F.linear(windows, conv.weight.view(conv.out_channels, kernel), conv.bias)
+    image = F.conv2d(
+        as_channels_last_image(hidden_states),
+        conv.weight.unsqueeze(2),  # (out, in / groups, 1, k)
+        conv.bias,
+        stride=(1, stride),
+        padding=(0, conv.padding[0]),
+        dilation=(1, dilation),
+        groups=conv.groups,
+    )
+    return from_channels_last_image(image)
