@@ -7,8 +7,8 @@ from the DOM through the DevTools protocol (a ~40-line client over ``websockets`
 
 * against ``FakeServer`` (protocol only, no model): capture, streaming, rendering, stop, listen mode,
   360 px layout — always runs where Chromium is installed;
-* against the real daemon (``conformer-streamer serve``) with the trained default model: the caption
-  text must match the sentence — runs once ``streamer.server`` and the model are present.
+* against the real daemon (``conformer-streamer serve``) with a tiny random model: protocol level;
+* text correctness with the trained model, and the README screenshot: test_clients_trained.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -261,7 +260,8 @@ def test_page_autoscrolls_unless_the_reader_scrolled_up(browser, sentence_wav):
         b.devtools.evaluate("document.getElementById('captions').scrollTop = 0")
         count = len(b.state()["finals"])
         b.wait_for(lambda s: len(s["finals"]) >= count + 5, 30, "more finals")
-        assert json.loads(b.devtools.evaluate(SCROLL))["top"] == 0  # the reader stays where they are
+        scroll = json.loads(b.devtools.evaluate(SCROLL))
+        assert scroll["top"] <= 5 and scroll["gap"] > 100, scroll  # the reader stays where they are
         b.devtools.evaluate("document.getElementById('toggle').click()")
         b.wait_for(lambda s: s["phase"] == "stopped", 20, "stop")
 
@@ -344,11 +344,6 @@ def test_page_reports_server_errors(browser, sentence_wav):
 # ---------------------------------------------------------------------------------- real server
 
 DAEMON = (ROOT / "streamer" / "commands" / "serve.py").exists()
-TRAINED_MODEL = ROOT / "model" / "pretrained" / "en-small"
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z']+", text.lower())
 
 
 @pytest.fixture
@@ -370,6 +365,10 @@ def serve():
 
 
 @pytest.mark.skipif(not DAEMON, reason="the daemon has not landed")
+@pytest.mark.skipif(
+    (ROOT / "model" / "pretrained" / "en-small").is_dir(),
+    reason="test_clients_trained.py covers it with the model",
+)
 def test_page_against_real_daemon_tiny_model(browser, sentence_wav, serve, tmp_path_factory):
     """Protocol level with the real daemon: its static files, start/ready, PCM, finals, end."""
     pytest.importorskip("transformers")
@@ -386,24 +385,3 @@ def test_page_against_real_daemon_tiny_model(browser, sentence_wav, serve, tmp_p
     b.devtools.evaluate("document.getElementById('toggle').click()")
     state = b.wait_for(lambda s: s["phase"] in ("stopped", "error"), 30, "stop")
     assert state["phase"] == "stopped" and state["error"] == "", state
-
-
-@pytest.mark.skipif(not DAEMON or not TRAINED_MODEL.is_dir(), reason="needs the daemon and the trained model")
-def test_page_against_real_daemon(browser, sentence_wav, serve):
-    daemon = serve()
-    b = browser(f"http://127.0.0.1:{daemon.port}/?autostart=1", sentence_wav)
-    expected = _words(SENTENCE)
-
-    def recognized(s):
-        heard = _words(" ".join(s["finals"]))
-        return sum(w in heard for w in expected) >= len(expected) - 2
-
-    state = b.wait_for(recognized, 120, "the sentence in the captions")
-    assert state["error"] == ""
-    shot = _save(b, "browser_real_running.png")
-    b.devtools.evaluate("document.getElementById('toggle').click()")
-    state = b.wait_for(lambda s: s["phase"] in ("stopped", "error"), 30, "stop")
-    assert state["phase"] == "stopped", state
-    _save(b, "browser_real_stopped.png")
-    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):  # refresh the README's picture
-        shutil.copyfile(shot, ROOT / "docs" / "browser_page.png")
