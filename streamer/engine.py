@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.config import Settings
+from streamer.config import Settings, StreamingSettings
 from streamer.ctc_merge import CtcMerger, Utterance, Vocabulary
 from streamer.endpointing import Endpointer
 from streamer.events import EndOfStream, Event, Final, Partial, StreamError, Word
@@ -383,15 +383,8 @@ class RecognitionEngine:
         self.vocab = Vocabulary.from_tokenizer(tokenizer)
         self.geometry = FrameGeometry.from_config(config)
         st = settings.streaming
-        self.layout = WindowLayout.from_seconds(self.geometry, st.left_context_s, st.chunk_s, st.lookahead_s)
         self.runner = ModelRunner(model, settings.model.device, settings.model.dtype)
-        # Reuse feature-encoder frames across overlapping windows when they are window-independent.
-        self.cache_features = (
-            st.cache_features
-            and st.normalization == "running"
-            and getattr(config, "feat_extract_norm", "group") == "layer"
-            and self.runner.can_split
-        )
+        self.set_streaming(st)
         b = settings.batching
         self.scheduler = BatchScheduler(self.runner, max_batch=b.max_batch, max_wait_ms=b.max_wait_ms)
         self.beam = self._load_beam(settings)
@@ -400,6 +393,20 @@ class RecognitionEngine:
         self._audio_samples = 0
         self._overloads = 0
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+
+    def set_streaming(self, streaming: StreamingSettings) -> None:
+        """Window layout and normalization for streams opened from now on (benchmarks sweep these)."""
+        self.settings.streaming = streaming
+        self.layout = WindowLayout.from_seconds(
+            self.geometry, streaming.left_context_s, streaming.chunk_s, streaming.lookahead_s
+        )
+        # Reuse feature-encoder frames across overlapping windows when they are window-independent.
+        self.cache_features = (
+            streaming.cache_features
+            and streaming.normalization == "running"
+            and getattr(self.config, "feat_extract_norm", "group") == "layer"
+            and self.runner.can_split
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

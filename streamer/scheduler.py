@@ -61,7 +61,10 @@ class ModelRunner:
         torch = self.torch
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, self.dtype)
-            return self.model.wav2vec2_conformer.feature_extractor(x).transpose(1, 2)
+            encoder = self.model.wav2vec2_conformer.feature_extractor
+            out = encoder(x)
+            # Ours returns (B, frames, channels); the transformers module (B, channels, frames).
+            return out.transpose(1, 2) if type(encoder).__module__.startswith("transformers") else out
 
     def encode(self, features: Any) -> np.ndarray:
         """Features (B, frames, channels) -> CTC log-probabilities (B, frames, vocab) as float32 numpy."""
@@ -251,7 +254,7 @@ class BatchScheduler:
                     blocks[key(stream, w, len(w.block))].append(item)
                 elif w.gated:
                     self.stats.gated_windows += 1
-            computed: list[tuple[int, int, StreamWork, Window, Any]] = []
+            computed: dict[int, Any] = {}
             for items in blocks.values():
                 for part in self._parts(items):
                     batch = np.stack([w.block for _, _, w in part])
@@ -263,14 +266,13 @@ class BatchScheduler:
                         continue
                     self.stats.compute_seconds += time.perf_counter() - t0
                     self.stats.audio_seconds_computed += batch.size / self.sample_rate
-                    for row, (order, stream, w) in enumerate(part):
-                        computed.append((order, w.seq, stream, w, feats[row, : w.frames_to - w.block_from]))
-            computed.sort(key=lambda c: c[:2])  # each stream's cache is filled in window order
-            for _, _, stream, w, frames in computed:
-                if id(stream) not in failed:
-                    stream.features.store(w.generation, w.block_from, frames)
+                    for row, (_, _, w) in enumerate(part):
+                        computed[id(w)] = feats[row, : w.frames_to - w.block_from]
 
             # Stage 2: one forward per group of equal-length windows (full windows or cached features).
+            # Each stream's cache is filled and read in window order (a gated gap restarts it); the
+            # gathered slices are views that stay valid when the cache moves on.
+            taken.sort(key=lambda item: (item[0], item[2].seq))
             groups: dict[Any, list[tuple[int, StreamWork, Window, Any]]] = defaultdict(list)
             for order, stream, w in taken:
                 if id(stream) in failed:
@@ -279,7 +281,10 @@ class BatchScheduler:
                     groups[("w", key(stream, w, w.length))].append((order, stream, w, w.samples))
                 elif w.needs_encoder:
                     try:
+                        if id(w) in computed:
+                            stream.features.store(w.generation, w.block_from, computed.pop(id(w)))
                         x = stream.features.gather(w.generation, w.frames_from, w.frames_to)
+                        stream.features.evict_before(w.frames_from)
                     except Exception as exc:
                         self._failed([(order, stream, w)], exc, failed)
                         continue
@@ -304,10 +309,6 @@ class BatchScheduler:
                     self.stats.windows += len(part)
                     for row, (_, _, w, _) in enumerate(part):
                         outputs[id(w)] = result[row]
-            for _, stream, w in taken:
-                if w.needs_encoder:
-                    stream.features.evict_before(w.frames_from)
-            taken.sort(key=lambda item: (item[0], item[2].seq))
             for _, stream, w in taken:
                 if id(stream) in failed:
                     stream.fail("internal", failed.pop(id(stream)))
