@@ -451,10 +451,10 @@ async def amain(args: argparse.Namespace) -> int:
 
             settings = config.from_args(args)
             return await caption_standalone(source, renderer, settings, stop)
-        url = stream_url(args.server, token=args.token)
+        url = stream_url(args.server)
         if args.file is None:
             renderer.message(f"listening via {args.server} (Ctrl-C to stop)")
-        return await caption_via_server(source, renderer, url, stop)
+        return await caption_via_server(source, renderer, url, stop, token=args.token)
     finally:
         source.stop()
         if getattr(source, "overflows", 0):
