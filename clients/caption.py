@@ -390,7 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--standalone", action="store_true", help="run the recognition engine in this process (no daemon)"
     )
-    parser.add_argument("--token", help="bearer token, when the server requires one")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("CONFORMER_STREAMER_TOKEN"),
+        help="bearer token, when the server requires one (default: $CONFORMER_STREAMER_TOKEN)",
+    )
     parser.add_argument("--device", help="input device: number or part of the name (see --list-devices)")
     parser.add_argument("--list-devices", action="store_true", help="list input devices and exit")
     parser.add_argument(

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 import time
 import urllib.parse
@@ -458,7 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("file", type=Path, help="audio file (wav, flac, ogg, ... any sample rate)")
     parser.add_argument("--server", default=DEFAULT_SERVER, help=f"server URL (default {DEFAULT_SERVER})")
-    parser.add_argument("--token", help="bearer token, when the server requires one")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("CONFORMER_STREAMER_TOKEN"),
+        help="bearer token, when the server requires one (default: $CONFORMER_STREAMER_TOKEN)",
+    )
     parser.add_argument("--realtime", action="store_true", help="send at the pace of a live source")
     parser.add_argument("--format", choices=("text", "json", "srt"), default="text", help="output format")
     parser.add_argument("-o", "--output", type=Path, help="write here instead of standard output")
