@@ -274,6 +274,23 @@ class ServerMetrics:
             "Streams open in the engine.",
             callback=lambda: self._stat("active_streams"),
         )
+        for name, stat, help_text in (
+            ("conformer_engine_queue_depth", "queue_depth", "Streams with a window waiting for the model."),
+            (
+                "conformer_engine_queued_audio_seconds",
+                "queued_audio_seconds",
+                "Audio received but not yet run, all streams.",
+            ),
+            ("conformer_engine_windows", "windows", "Windows run through the model (only increases)."),
+            (
+                "conformer_engine_gated_windows",
+                "gated_windows",
+                "Windows skipped by the energy gate (only increases).",
+            ),
+            ("conformer_engine_overloads", "overloads", "Overload-policy activations (only increases)."),
+            ("conformer_engine_errors", "errors", "Model errors in the engine (only increases)."),
+        ):
+            r.gauge(name, help_text, callback=lambda stat=stat: self._stat(stat))
         r.gauge(
             "conformer_engine_window_latency_seconds",
             "Engine latency from a window's newest sample arriving to its events, recent quantiles.",
