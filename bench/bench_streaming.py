@@ -289,8 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         wer_vs_offline=wer,
     )
     print(
-        f"audio {seconds:.1f} s; offline forward {off_s:.2f} s (RTF {off_s / seconds:.3f}); "
-        f"streaming forwards {stream_s:.2f} s (RTF {stream_s / seconds:.3f}); ratio {stream_s / off_s:.2f}x"
+        f"audio {seconds:.1f} s; offline forward {off_s:.2f} CPU s (RTF {off_s / seconds:.3f}); "
+        f"streaming {stream_s:.2f} CPU s (RTF {stream_s / seconds:.3f}); compute ratio {stream_s / off_s:.2f}x"
     )
     print(f"streamed vs offline: CER {cer:.2%}, WER {wer:.2%}")
     if text:

@@ -29,8 +29,10 @@ SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "[PAD]", "[UNK]")
 class Vocabulary:
     """id -> text for CTC labels: which id is blank, which the word delimiter, which print nothing."""
 
-    def __init__(self, tokens: list[str], blank_id: int, delimiter_id: int | None, silent_ids: set[int]):
-        self.tokens = tokens
+    def __init__(
+        self, tokens: list[str], blank_id: int, delimiter_id: int | None, silent_ids: set[int], lower: bool = False
+    ):
+        self.tokens = [t.lower() for t in tokens] if lower else tokens
         self.blank_id = blank_id
         self.delimiter_id = -1 if delimiter_id is None else delimiter_id
         self.silent = np.zeros(len(tokens), dtype=bool)  # blank, delimiter, specials: not speech
@@ -53,7 +55,7 @@ class Vocabulary:
         specials = {vocab[t] for t in SPECIAL_TOKENS if t in vocab}
         specials |= set(getattr(tokenizer, "all_special_ids", []) or [])
         specials.discard(delimiter)
-        return cls(tokens, int(blank), delimiter, specials)
+        return cls(tokens, int(blank), delimiter, specials, lower=bool(getattr(tokenizer, "do_lower_case", False)))
 
     def char(self, token_id: int) -> str:
         if token_id == self.delimiter_id:
@@ -82,6 +84,7 @@ class Utterance:
     end: float
     log_probs: np.ndarray | None = field(default=None, repr=False)  # its frames, for a beam search re-decode
     first_frame: int = 0
+    log_probs_start: float = 0.0  # stream time of log_probs[0]
 
 
 def greedy_collapse(ids: np.ndarray, blank_id: int, prev: int | None = None) -> list[int]:
@@ -195,11 +198,13 @@ class CtcMerger:
         self.utt_first_frame = None
         self.endpointer.reset()
         log_probs = None
+        lo = 0
         if self.keep_log_probs and self._saved:
             frames = np.concatenate(self._saved)
-            lo = tokens[0].first - self._saved_from if tokens else 0
+            lo = max(tokens[0].first - self._saved_from if tokens else 0, 0)
             hi = end_frame - self._saved_from
-            log_probs = frames[max(lo, 0) : hi]
+            log_probs = frames[lo:hi]
+            lo += self._saved_from
             rest = frames[hi:]
             self._saved = [rest] if len(rest) else []
             self._saved_from = end_frame
