@@ -1,6 +1,6 @@
 """The text comes back right: the shipped model (``model/pretrained/en-small``) behind the daemon.
 
-A sentence is synthesized at test time (espeak-ng, else flite), streamed in real-time-sized frames over
+A sentence is synthesized at test time (flite kal16, else espeak-ng), streamed in real-time-sized frames over
 the native protocol and over the vosk endpoint, alone and with other clients at the same time.
 Skipped until the shipped model is in the checkout.
 """

@@ -117,14 +117,14 @@ async def running_app(settings: Settings, engine: Any, **kwargs: Any) -> AsyncIt
 
 
 def synthesize(text: str, path: str | Path, rate: int = 16000) -> np.ndarray | None:
-    """Speak ``text`` with espeak-ng (or flite) into a 16-bit mono WAV at ``rate``; int16 samples or None."""
+    """Speak ``text`` with flite (or espeak-ng) into a 16-bit mono WAV at ``rate``; int16 samples or None."""
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.wav"
-        if shutil.which("espeak-ng"):
+        if shutil.which("flite"):  # CMU Flite's kal16 voice
+            cmd = ["flite", "-voice", "kal16", "-t", text, "-o", str(raw)]
+        elif shutil.which("espeak-ng"):
             cmd = ["espeak-ng", "-s", "150", "-w", str(raw), text]
-        elif shutil.which("flite"):
-            cmd = ["flite", "-t", text, "-o", str(raw)]
         else:
             return None
         subprocess.run(cmd, check=True, capture_output=True, timeout=60)
