@@ -487,3 +487,22 @@ def histogram_quantile(metrics: dict[str, float], name: str, q: float, **labels:
         if count >= q * total:
             return bound
     return float("inf")
+
+
+def serving(base: str, timeout: float = 5.0) -> bool:
+    """Does the daemon at ``base`` (host:port) answer /healthz with 200 (accepting new streams)?"""
+    try:
+        status, _ = http_get(f"http://{base}/healthz", timeout=timeout)
+    except OSError:
+        return False
+    return status == 200
+
+
+async def wait_not_serving(base: str, timeout: float = 30.0) -> bool:
+    """Wait (bounded) until the daemon stops accepting new streams (draining or gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not await asyncio.to_thread(serving, base, 2.0):
+            return True
+        await asyncio.sleep(0.05)
+    return False

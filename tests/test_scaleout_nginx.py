@@ -34,7 +34,7 @@ NGINX = shutil.which("nginx") or next(
 )
 
 pytestmark = [
-    pytest.mark.timeout(240),
+    pytest.mark.timeout(300),  # generous: CI machines may be shared and slow
     pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)"),
 ]
 
@@ -99,7 +99,16 @@ class Cluster:
         return ServerProcess(
             str(self.model),
             port=port,
-            extra=["--batching.max_wait_ms", "5", "--model.threads", "1"],
+            extra=[
+                "--batching.max_wait_ms",
+                "5",
+                "--model.threads",
+                "1",
+                "--limits.max_queued_s",
+                "60",
+                "--streaming.buffer_s",
+                "90",
+            ],
             log_path=self.tmp / f"daemon{i}.log",
         )
 
@@ -339,7 +348,7 @@ def test_sigterm_drains_behind_the_proxy(cluster):
         before = {id(c): c.result.finals for c in on_b}
         cluster.daemons[1].signal(signal.SIGTERM)
         # while B drains, new streams go to A (B answers 503, the proxy tries the next daemon)
-        await asyncio.sleep(0.2)
+        assert await loadgen.wait_not_serving(cluster.upstream(1), 30)  # B has begun draining
         late = await asyncio.wait_for(client(url, 20).run(time.monotonic() + 2.0), 60)
         assert late.ready and served_by(late) == cluster.upstream(0), late
         assert late.held and late.lost_finals == 0, late
