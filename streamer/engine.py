@@ -165,6 +165,7 @@ class RecognitionStream:
         ] = []  # ("overload", (generation, origin, dropped_s)) | ("close", msg)
         self._merge_generation = 0
         self._ended = False
+        self._closing = False  # a fatal overload is pending: drop audio until the worker closes us
         self._closed = False
         self.done = threading.Event()  # set after EndOfStream, a fatal error or close()
 
@@ -172,7 +173,7 @@ class RecognitionStream:
 
     def accept(self, data: bytes | bytearray | memoryview | np.ndarray) -> None:
         """Queue audio (thread-safe, non-blocking). Raises AudioFormatError on malformed audio."""
-        if self._closed:
+        if self._closed or self._closing:
             return
         if self._ended:
             raise RuntimeError(f"stream {self.id} has ended; no more audio can be accepted")
@@ -223,7 +224,7 @@ class RecognitionStream:
         if len(samples) > buf.free or self._chunker.queued_samples + len(samples) > self._max_queued:
             if self.engine.settings.limits.overload_policy == "close":
                 self._notices.append(("close", "the recognizer fell behind; closing the stream"))
-                self._ended = True
+                self._closing = True
                 return
             # drop_oldest: abandon everything waiting and continue with the newest audio.
             keep = min(len(samples), buf.capacity // 2, max(self._max_queued // 2, 1))
@@ -544,12 +545,16 @@ class RecognitionEngine:
             size = max(1, int(next(sizes)))
             chunk = samples[pos : pos + size]
             pos += size
-            for i in range(0, len(chunk), piece if not threaded else len(chunk)):
-                stream.accept(chunk[i : i + piece] if not threaded else chunk)
+            for i in range(0, len(chunk), piece):
+                stream.accept(chunk[i : i + piece])
                 if not threaded:
                     self.scheduler.run_round([stream], aligned=True)
-                if threaded:
-                    break
+                else:  # back-pressure: never queue enough for the overload policy to drop audio
+                    while (
+                        stream.queued_seconds() > self.settings.limits.max_queued_s / 3
+                        and not stream.done.is_set()
+                    ):
+                        time.sleep(0.005)
         stream.end()
         if threaded:
             if not stream.done.wait(timeout):
