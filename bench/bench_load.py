@@ -145,6 +145,7 @@ async def run_load(args, url: str, base_http: str, pid: int | None, clips) -> di
         await asyncio.sleep(delay)
         return await c.run(stop_at)
 
+    cpu0 = (loadgen.cpu_seconds(pid) if pid else None, time.process_time())
     tasks = [
         asyncio.create_task(start_client(c, ramp * i / max(1, args.streams))) for i, c in enumerate(clients)
     ]
@@ -152,6 +153,7 @@ async def run_load(args, url: str, base_http: str, pid: int | None, clips) -> di
     snapshot = ""
     snapshot_taken = False
     last_progress = t0
+    cpu: dict = {}
     hard_deadline = stop_at + args.end_timeout_s + 180.0
     while not all(t.done() for t in tasks) and time.monotonic() < hard_deadline:
         now = time.monotonic()
@@ -163,6 +165,12 @@ async def run_load(args, url: str, base_http: str, pid: int | None, clips) -> di
         if not snapshot_taken and now >= stop_at - 2.0:
             snapshot = await asyncio.to_thread(fetch_metrics, base_http, args.token)
             snapshot_taken = True
+            server_cpu = loadgen.cpu_seconds(pid) if pid else None
+            cpu = {
+                "server_cpu_s": None if server_cpu is None or cpu0[0] is None else server_cpu - cpu0[0],
+                "client_cpu_s": time.process_time() - cpu0[1],
+                "wall_s": now - t0,
+            }
         if now < stop_at and now - last_progress >= progress_every - 0.5:
             last_progress = now
             connected = sum(1 for c in clients if c.result.ready and not c.result.failure)
@@ -188,6 +196,7 @@ async def run_load(args, url: str, base_http: str, pid: int | None, clips) -> di
         "duration": duration,
         "clients": [c.result for c in clients],
         "rss": rss,
+        "cpu": cpu,
         "metrics": snapshot,
     }
 
@@ -283,6 +292,16 @@ def summarize(
     else:
         row("server RSS", "unknown (no PID)")
     row("server real-time factor (compute/audio)", m.get("conformer_real_time_factor", "n/a"))
+    cpu = out.get("cpu") or {}
+    if cpu.get("wall_s"):
+        server_cores = (cpu.get("server_cpu_s") or float("nan")) / cpu["wall_s"]
+        client_cores = cpu["client_cpu_s"] / cpu["wall_s"]
+        row("CPU used: server / load generator", f"{server_cores:.2f} / {client_cores:.2f} cores (avg)")
+        figures["server_cpu_cores"] = round(server_cores, 3)
+        figures["client_cpu_cores"] = round(client_cores, 3)
+    load = os.getloadavg()
+    row("machine load average (1/5/15 min)", " / ".join(f"{x:.1f}" for x in load))
+    figures["loadavg"] = load
     if exit_code is not None:
         row("server SIGTERM exit / drain time", f"{exit_code} / {stop_s:.1f} s")
     if out["rss"]:

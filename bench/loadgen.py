@@ -421,6 +421,16 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """user + system CPU seconds of a process (all its threads), from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def rss_kib(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as f:
