@@ -289,3 +289,18 @@ def test_worker_survives_callback_exceptions(tiny_dir: Path) -> None:
         assert eng.scheduler.running
     finally:
         eng.stop()
+
+
+def test_beam_search_finals(tiny_dir: Path) -> None:
+    """decoder.method=beam: partials stay greedy, finals come from a beam search over the utterance frames."""
+    pytest.importorskip("pyctcdecode")
+    s = make_settings(tiny_dir)
+    s.decoder.method = "beam"
+    s.decoder.beam_width = 4
+    eng = RecognitionEngine(s)
+    events: list = []
+    finals = eng.transcribe_stream(babble(4.0, seed=9), 3000, on_event=events.append)
+    assert isinstance(events[-1], EndOfStream) and any(isinstance(e, Partial) for e in events)
+    for f in finals:
+        assert f.text == " ".join(w.word for w in f.words)
+        assert all(f.start - 0.5 <= w.start <= w.end <= f.end + 0.5 for w in f.words)
