@@ -66,6 +66,7 @@ class FlakyRunner:
         return self.real(batch)
 
 
+@pytest.mark.slow
 def test_failing_batch_errors_its_streams_only_and_the_daemon_carries_on(model_dir):
     from streamer.engine import RecognitionEngine
     from streamer.server.testing import running_app, test_settings, wait_for
@@ -142,6 +143,7 @@ def test_failing_batch_errors_its_streams_only_and_the_daemon_carries_on(model_d
         engine.stop(drain=False)
 
 
+@pytest.mark.slow
 def test_sigterm_while_clients_stream_delivers_every_final_then_exits_0(model_dir, tmp_path):
     server = ServerProcess(
         str(model_dir),

@@ -34,6 +34,7 @@ NGINX = shutil.which("nginx") or next(
 )
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.timeout(300),  # generous: CI machines may be shared and slow
     pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)"),
 ]
