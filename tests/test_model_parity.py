@@ -251,9 +251,17 @@ def test_mask_and_negative_sampling_match_transformers() -> None:
         ("Wav2Vec2ConformerForSequenceClassification", {"use_weighted_layer_sum": True}),
         ("Wav2Vec2ConformerForAudioFrameClassification", {"use_weighted_layer_sum": True}),
         ("Wav2Vec2ConformerForXVector", {"use_weighted_layer_sum": True}),
+        (
+            "Wav2Vec2ConformerForCTC",
+            {"conv_bias": True, "feat_extract_activation": "gelu_new", "hidden_act": "swish"},
+        ),
+        (
+            "Wav2Vec2ConformerForCTC",
+            {"feat_extract_norm": "layer", "conv_bias": True, "feat_extract_activation": "relu"},
+        ),
     ],
 )
-def test_adapter_and_weighted_layer_sum_match(head: str, options: dict, tiny_model_kwargs: dict) -> None:
+def test_options_match(head: str, options: dict, tiny_model_kwargs: dict) -> None:
     reference, ours = make_pair(head, {**tiny_model_kwargs, **options})
     input_values, attention_mask = padded_batch()
     with torch.no_grad():
