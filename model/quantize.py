@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -29,13 +31,33 @@ def _as_plain_linears(model: nn.Module) -> None:
                 setattr(parent, name, linear)
 
 
-def quantize_dynamic_int8(model: nn.Module, inplace: bool = False) -> nn.Module:
+def preferred_int8_engine() -> str:
+    """oneDNN on CPUs with AMX tiles (its int8 kernels use them; ~10% faster here), else the default."""
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    if "onednn" in torch.backends.quantized.supported_engines and amx():
+        return "onednn"
+    return torch.backends.quantized.engine
+
+
+@contextlib.contextmanager
+def _quantized_engine(engine: str) -> Iterator[None]:
+    """Weights are packed for the engine active at conversion; the packed kernels keep it afterwards."""
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def quantize_dynamic_int8(model: nn.Module, inplace: bool = False, engine: str | None = None) -> nn.Module:
     """Linear layers with int8 weights and per-batch dynamically quantized activations (CPU inference).
 
-    Uses the fbgemm/x86 kernels behind `torch.ao.quantization.quantize_dynamic`. PyTorch marks that
-    namespace deprecated in favour of torchao, but in torch 2.13 it is still the only int8 path with
-    fast eager-mode CPU kernels (torchao's needs `torch.compile` to be fast), so we use it and silence
-    the deprecation notice. Layers whose weights are read directly (the x-vector TDNN) stay float.
+    Uses the int8 kernels behind `torch.ao.quantization.quantize_dynamic`. PyTorch marks that namespace
+    deprecated in favour of torchao, but in torch 2.13 it is still the eager-mode int8 path with fast
+    CPU kernels (torchao's needs `torch.compile` to be fast), so we use it and silence the notice.
+    Layers whose weights are read directly (the x-vector TDNN) stay float. `engine` defaults to
+    `preferred_int8_engine()`.
     """
     if not inplace:
         model = copy.deepcopy(model)
@@ -46,7 +68,7 @@ def quantize_dynamic_int8(model: nn.Module, inplace: bool = False) -> nn.Module:
         name for name, module in model.named_modules() if type(module) is nn.Linear and name not in skipped
     }
     qconfig = torch.ao.quantization.default_dynamic_qconfig
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quantized_engine(engine or preferred_int8_engine()):
         warnings.filterwarnings("ignore", message=r".*quantiz", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=r".*quantiz", category=UserWarning)
         torch.ao.quantization.quantize_dynamic(

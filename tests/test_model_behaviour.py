@@ -75,9 +75,12 @@ def test_weight_initialisation_is_sane(tiny_model_kwargs: dict) -> None:
     assert 0.01 < linear.std() < 0.03
 
 
-def test_int8_dynamic_quantization_stays_close(tiny_model_kwargs: dict) -> None:
+@pytest.mark.parametrize("engine", [None, "x86"], ids=["preferred", "x86"])
+def test_int8_dynamic_quantization_stays_close(engine: str | None, tiny_model_kwargs: dict) -> None:
     model = _ctc(tiny_model_kwargs, position_embeddings_type="relative").eval()
-    quantized = ours_lib.quantize_dynamic_int8(model)
+    engine_before = torch.backends.quantized.engine
+    quantized = ours_lib.quantize_dynamic_int8(model, engine=engine)
+    assert torch.backends.quantized.engine == engine_before
     assert quantized is not model
     dynamic_linear = torch.ao.nn.quantized.dynamic.Linear
     assert isinstance(quantized.lm_head, dynamic_linear)
