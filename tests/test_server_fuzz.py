@@ -90,6 +90,7 @@ async def play(port: int, script: list) -> tuple[list[dict], int | None]:
         return messages, ws.close_code
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(script=sessions)
 def test_random_sessions_never_hurt_the_server(server, script):

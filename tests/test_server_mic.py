@@ -277,6 +277,7 @@ def pulse(tmp_path_factory):
         os.environ["PULSE_SERVER"] = saved
 
 
+@pytest.mark.slow
 def test_real_portaudio_device_captions_and_recovers_from_device_loss(engine, model_dir, pulse):
     rng = np.random.RandomState(77)
     audio = (rng.randn(16000 * 3) * 4000).astype("<i2")

@@ -80,6 +80,7 @@ def model_dir(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_open_utterances_then_exits_0(model_dir, tmp_path):
     notify_path = str(tmp_path / "notify.sock")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
