@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+# CPU-time figures: idle OpenMP workers must sleep, not spin (spinning bills CPU time to the benchmark
+# whenever the shared machine is busy).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

@@ -32,10 +32,11 @@ class ModelSettings:
 class StreamingSettings:
     """Window layout of chunked inference, in seconds of 16 kHz audio."""
 
-    left_context_s: float = 2.0
+    # Defaults measured with bench/plot_streaming.py and bench/bench_streaming.py (see streamer/engine.py).
+    left_context_s: float = 1.0
     chunk_s: float = 0.5
     lookahead_s: float = 0.5
-    normalization: str = "window"  # "window" | "running"
+    normalization: str = "running"  # "running" (per-stream statistics) | "window" (per-window statistics)
     buffer_s: float = 30.0  # ring buffer capacity per stream
     cache_features: bool = True  # reuse feature-encoder frames across windows (running normalization only)
 

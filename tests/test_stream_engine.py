@@ -66,7 +66,11 @@ def make_settings(model_dir: Path, **streaming: float) -> Settings:
 
 @pytest.fixture(scope="module")
 def engine(tiny_dir: Path) -> RecognitionEngine:
-    return RecognitionEngine(make_settings(tiny_dir))
+    s = make_settings(tiny_dir)
+    s.streaming.normalization = "window"  # the full-window path; running_engine covers the cached one
+    eng = RecognitionEngine(s)
+    assert not eng.cache_features
+    return eng
 
 
 def babble(seconds: float, seed: int = 0) -> np.ndarray:
@@ -167,16 +171,17 @@ def test_threaded_streams_events_and_isolation(tiny_dir: Path) -> None:
 
 def test_forward_failure_fails_only_that_batch(tiny_dir: Path) -> None:
     eng = RecognitionEngine(make_settings(tiny_dir))
-    real = eng.scheduler.runner
+    assert eng.cache_features  # default path: feature encoder, then encoder on cached features
+    real = eng.runner.encode
     calls = {"n": 0}
 
-    def flaky(batch: np.ndarray) -> np.ndarray:
+    def flaky(features):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("boom")
-        return real(batch)
+        return real(features)
 
-    eng.scheduler.runner = flaky
+    eng.runner.encode = flaky
     eng.start()
     try:
         first: list = []
