@@ -245,6 +245,7 @@ def summarize(
         "partial_latency_s": {q: round(percentile(partial_lat, q), 3) for q in (50, 95, 99)},
         "final_latency_s": {q: round(percentile(final_lat, q), 3) for q in (50, 95, 99)},
         "error_events": dict(error_codes),
+        "error_messages": dict(Counter(e for r in results for e in r.errors).most_common(10)),
         "client_failures": failures,
         "rss_mib": [(round(t, 1), round(k / 1024, 1)) for t, k in out["rss"]],
         "rss_baseline_mib": round(base, 1),
@@ -280,6 +281,9 @@ def summarize(
     row("partial latency p50 / p95 / p99", q3(figures["partial_latency_s"]) + f"  (n={len(partial_lat)})")
     row("final latency   p50 / p95 / p99", q3(figures["final_latency_s"]) + f"  (n={len(final_lat)})")
     row("error events (by code)", dict(error_codes) or "none")
+    messages = Counter(e for r in results for e in r.errors)
+    for message, count in messages.most_common(5):
+        print(f"      {count:4d} x {message[:100]}")
     row("client failures", len(failures))
     for f in failures[:10]:
         print(f"      {f}")
