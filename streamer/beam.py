@@ -5,10 +5,11 @@ owned CTC frames (kept by ``ctc_merge.CtcMerger`` with ``keep_log_probs``) are e
 decoding would see for that stretch, so running a prefix beam search with an n-gram LM over them gives the
 same result a whole-utterance offline beam search would; the Final carries the beam result.
 
-Backends, in order: the project's decoder (``model.training.decoding``, when it provides
-``BeamSearchDecoder``/``build_decoder``), else pyctcdecode (the ``lm`` extra; an ARPA/KenLM model is
-used when ``kenlm`` is importable). Without either, ``decoder.method = "beam"`` fails at engine start
-with a clear message instead of silently decoding greedily.
+Backend: the project's decoder, ``model.training.decoding.BeamDecoder`` (pyctcdecode + kenlm, the ``lm``
+extra), with ``decoder.lm_path`` or else the first LM found in the model directory or the training cache
+(``lm/en-3gram.arpa``); ``lm_weight``/``word_score`` are its alpha/beta. Without that module a local
+pyctcdecode wrapper (no LM unless kenlm is importable) is used. Without pyctcdecode,
+``decoder.method = "beam"`` fails at engine start with a clear message instead of decoding greedily.
 """
 
 from __future__ import annotations
@@ -70,20 +71,72 @@ class PyCtcDecodeBeam:
         return " ".join(w.word for w in words), tuple(words)
 
 
+class ProjectBeam:
+    """Adapter: ``model.training.decoding.BeamDecoder`` over a finished utterance's frames."""
+
+    def __init__(self, decoding: Any, vocab: Vocabulary, settings: Any, lm_path: str | None) -> None:
+        unigrams = decoding.read_unigrams(lm_path) if lm_path and str(lm_path).endswith(".arpa") else None
+        self.vocab = vocab
+        self.decoder = decoding.BeamDecoder(
+            {t: i for i, t in enumerate(vocab.raw_tokens)},
+            lm_path,
+            alpha=settings.lm_weight,
+            beta=settings.word_score,
+            beam_width=settings.beam_width,
+            unigrams=unigrams,
+        )
+
+    def decode_utterance(self, utterance: Utterance, frame_seconds: float) -> tuple[str, tuple[Word, ...]]:
+        lp = np.asarray(utterance.log_probs, dtype=np.float32)
+        self.decoder.frame_s = frame_seconds
+        decoded = self.decoder.decode(lp, time_offset=utterance.log_probs_start)
+        conf = np.exp(lp.max(axis=1))
+        words = []
+        for w in decoded.words:
+            a = max(0, round((w.start - utterance.log_probs_start) / frame_seconds))
+            b = max(a + 1, round((w.end - utterance.log_probs_start) / frame_seconds))
+            text = w.word.lower() if self.vocab.lower else w.word
+            words.append(Word(text, round(w.start, 3), round(w.end, 3), round(float(conf[a:b].mean()), 3)))
+        return " ".join(w.word for w in words), tuple(words)
+
+
+def find_lm(model_path: str | None) -> str | None:
+    """The n-gram LM that goes with the model: in its directory, else the training cache's."""
+    candidates = []
+    if model_path is None:
+        try:
+            from model import default_model_dir
+
+            model_path = str(default_model_dir())
+        except ImportError:
+            pass
+    if model_path:
+        candidates += [
+            Path(model_path) / n for n in ("lm.arpa", "lm.bin", "en-3gram.arpa", "lm/en-3gram.arpa")
+        ]
+    try:
+        from model.training.corpus import home
+
+        candidates.append(Path(home()) / "lm" / "en-3gram.arpa")
+    except Exception:
+        pass
+    return next((str(c) for c in candidates if c.is_file()), None)
+
+
 def make_beam_decoder(settings: Any, vocab: Vocabulary, model_path: str | None) -> Any:
     """A decoder with ``decode_utterance(utterance, frame_seconds) -> (text, words)``."""
-    lm_path = settings.lm_path
-    if lm_path is None and model_path:
-        for name in ("lm.arpa", "lm.bin", "lm/en-3gram.arpa"):
-            if (Path(model_path) / name).is_file():
-                lm_path = str(Path(model_path) / name)
-                break
+    lm_path = settings.lm_path or find_lm(model_path)
     try:
-        from model.training import decoding  # type: ignore[attr-defined]
+        from model.training import decoding
     except ImportError:
         decoding = None
-    if decoding is not None and hasattr(decoding, "make_streaming_decoder"):
-        return decoding.make_streaming_decoder(settings, vocab, lm_path)
+    if decoding is not None and hasattr(decoding, "BeamDecoder"):
+        try:
+            return ProjectBeam(decoding, vocab, settings, lm_path)
+        except ImportError as exc:
+            raise RuntimeError(
+                f"decoder.method=beam needs the lm extra (pyctcdecode, kenlm): {exc}"
+            ) from None
     if lm_path is not None:
         try:
             import kenlm  # noqa: F401

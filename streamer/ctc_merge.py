@@ -30,8 +30,15 @@ class Vocabulary:
     """id -> text for CTC labels: which id is blank, which the word delimiter, which print nothing."""
 
     def __init__(
-        self, tokens: list[str], blank_id: int, delimiter_id: int | None, silent_ids: set[int], lower: bool = False
+        self,
+        tokens: list[str],
+        blank_id: int,
+        delimiter_id: int | None,
+        silent_ids: set[int],
+        lower: bool = False,
     ):
+        self.raw_tokens = list(tokens)
+        self.lower = lower
         self.tokens = [t.lower() for t in tokens] if lower else tokens
         self.blank_id = blank_id
         self.delimiter_id = -1 if delimiter_id is None else delimiter_id
@@ -55,7 +62,9 @@ class Vocabulary:
         specials = {vocab[t] for t in SPECIAL_TOKENS if t in vocab}
         specials |= set(getattr(tokenizer, "all_special_ids", []) or [])
         specials.discard(delimiter)
-        return cls(tokens, int(blank), delimiter, specials, lower=bool(getattr(tokenizer, "do_lower_case", False)))
+        return cls(
+            tokens, int(blank), delimiter, specials, lower=bool(getattr(tokenizer, "do_lower_case", False))
+        )
 
     def char(self, token_id: int) -> str:
         if token_id == self.delimiter_id:

@@ -296,9 +296,10 @@ def test_worker_survives_callback_exceptions(tiny_dir: Path) -> None:
         eng.stop()
 
 
-def test_beam_search_finals(tiny_dir: Path) -> None:
+def test_beam_search_finals(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """decoder.method=beam: partials stay greedy, finals come from a beam search over the utterance frames."""
     pytest.importorskip("pyctcdecode")
+    monkeypatch.setattr("streamer.beam.find_lm", lambda model_path: None)  # LM-free: fast, deterministic
     s = make_settings(tiny_dir)
     s.decoder.method = "beam"
     s.decoder.beam_width = 4
