@@ -103,6 +103,7 @@ class TrainConfig:
     augment: dict[str, Any] = field(default_factory=dict)
     p_augment: float = 0.85
     num_workers: int = 1
+    sortagrad_epochs: int = 1  # first epoch(s): shortest batches first (helps CTC leave the blank plateau)
     # optimization
     lr: float = 1.5e-3
     weight_decay: float = 0.01
@@ -187,7 +188,7 @@ def read_records(dirs: list[Path]) -> list[dict]:
 
 
 def make_batches(
-    records: list[dict], batch_seconds: float, max_batch: int, rng: random.Random
+    records: list[dict], batch_seconds: float, max_batch: int, rng: random.Random, shuffle: bool = True
 ) -> list[list[int]]:
     """Indices grouped by similar duration; padded seconds per batch ≤ batch_seconds."""
     order = sorted(range(len(records)), key=lambda i: records[i]["duration"] * rng.uniform(0.95, 1.05))
@@ -201,7 +202,8 @@ def make_batches(
         longest = max(longest, d)
     if current:
         batches.append(current)
-    rng.shuffle(batches)
+    if shuffle:
+        rng.shuffle(batches)
     return batches
 
 
@@ -432,7 +434,13 @@ def train(
         if not records:
             raise SystemExit("no training data: run `conformer-streamer synthesize` first")
         epoch_rng = random.Random(cfg.seed * 1000 + state["epoch"])
-        batches = make_batches(records, cfg.batch_seconds, cfg.max_batch, epoch_rng)
+        batches = make_batches(
+            records,
+            cfg.batch_seconds,
+            cfg.max_batch,
+            epoch_rng,
+            shuffle=state["epoch"] >= cfg.sortagrad_epochs,
+        )
         start = state["batch_in_epoch"]
         dataset = BatchDataset(records, batches, cfg, seed=cfg.seed * 1000 + state["epoch"])
         subset = torch.utils.data.Subset(dataset, range(start, len(batches)))
