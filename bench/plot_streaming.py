@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+# Each sweep varies one size around these (the committed PNG used left 2.0 s, chunk 0.5 s, look-ahead 0.5 s).
 DEFAULTS = {"left_context_s": 2.0, "chunk_s": 0.5, "lookahead_s": 0.5}
 SWEEPS = {
     "chunk_s": [0.25, 0.5, 1.0, 2.0],
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "streaming_tradeoffs.png"))
     parser.add_argument("--json", help="also write the measurements here")
     parser.add_argument("--normalizations", default="window,running")
+    parser.add_argument("--center", default=None, help="left,chunk,look-ahead seconds the sweeps vary around")
     args = parser.parse_args(argv)
 
     import matplotlib
@@ -56,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from streamer.engine import RecognitionEngine
 
     torch.set_num_threads(args.threads)
+    if args.center:
+        DEFAULTS.update(zip(DEFAULTS, (float(v) for v in args.center.split(",")), strict=True))
     settings = Settings()
     settings.model.path = args.model
     settings.model.threads = args.threads
