@@ -12,7 +12,6 @@ import signal
 import threading
 import time
 
-import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -52,18 +51,33 @@ async def drain(ws, timeout: float = 30.0) -> list[dict]:
 
 
 class FlakyRunner:
-    """Wraps the model runner; every forward raises while ``armed`` is set."""
+    """Wraps the model runner; every model call (whole windows, feature encoder, encoder on cached
+    features) raises while ``armed`` is set. Anything else is the real runner's."""
 
     def __init__(self, real) -> None:
         self.real = real
         self.armed = threading.Event()
         self.failed_batches = 0
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def _check(self) -> None:
         if self.armed.is_set():
             self.failed_batches += 1
             raise RuntimeError("injected model failure")
+
+    def __call__(self, batch):
+        self._check()
         return self.real(batch)
+
+    def features(self, batch):
+        self._check()
+        return self.real.features(batch)
+
+    def encode(self, features):
+        self._check()
+        return self.real.encode(features)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
 
 
 @pytest.mark.slow
