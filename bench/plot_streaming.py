@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=90)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}; made with: .venv/bin/python bench/plot_streaming.py {' '.join(sys.argv[1:])}")
     if args.json:
         Path(args.json).write_text(json.dumps({"offline_s": offline_s, "rows": rows}, indent=1))
     return 0
