@@ -596,7 +596,11 @@ class RecognitionEngine:
         return self.runner(x[None])[0]
 
     def transcribe(self, samples: np.ndarray, sample_rate: int = MODEL_SAMPLE_RATE) -> Final:
-        """Offline reference: the whole signal in one forward, greedy CTC, no endpointing."""
+        """Offline reference: the whole signal in one forward, greedy CTC, no endpointing.
+
+        Attention over the whole input costs memory quadratic in its length: this is the reference for
+        tests and benchmarks (up to a few minutes of audio); long files go through transcribe_stream.
+        """
         decoder = PcmDecoder(sample_rate, "f32le")
         audio = np.concatenate([decoder.push(np.asarray(samples)), decoder.flush()])
         return self.decode_log_probs(self.log_probs(audio))
