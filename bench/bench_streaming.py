@@ -127,6 +127,7 @@ def make_large_model(directory: Path) -> Path:
         pad_token_id=0,
     )
     torch.manual_seed(0)
+    directory.mkdir(parents=True, exist_ok=True)
     Wav2Vec2ConformerForCTC(config).eval().save_pretrained(directory)
     (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
     (directory / "tokenizer_config.json").write_text(
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model
     if args.large:
         tmp = tempfile.TemporaryDirectory()
-        model_dir = str(make_large_model(Path(tmp.name)))
+        model_dir = str(make_large_model(Path(tmp.name) / "random-large-24x1024"))
     settings = build_settings(args, model_dir)
     engine = RecognitionEngine(settings)
     device = args.device
