@@ -67,7 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--ramp-s", type=float, default=None, help="spread client starts over this (default min(10, 10%%))"
     )
     p.add_argument(
-        "--warmup-s", type=float, default=None, help="RSS baseline after this (default max(20 s, 20%%))"
+        "--warmup-s",
+        type=float,
+        default=None,
+        help="RSS baseline after this (default max(ramp + 40 s, 20%%))",
     )
     p.add_argument("--rss-every-s", type=float, default=5.0, help="RSS sampling period (default 5)")
     p.add_argument("--threads", type=int, default=2, help="daemon --model.threads (default 2)")
@@ -122,7 +125,8 @@ def fetch_metrics(base_http: str, token: str | None) -> str:
 async def run_load(args, url: str, base_http: str, pid: int | None, clips) -> dict:
     duration = args.minutes * 60.0
     ramp = args.ramp_s if args.ramp_s is not None else min(10.0, 0.1 * duration)
-    warmup = args.warmup_s if args.warmup_s is not None else max(20.0, 0.2 * duration)
+    # warm-up: every stream's ring buffer (streaming.buffer_s, 30 s by default) has filled once
+    warmup = args.warmup_s if args.warmup_s is not None else max(ramp + 40.0, 0.2 * duration)
     t0 = time.monotonic()
     stop_at = t0 + ramp + duration
     clients = [
