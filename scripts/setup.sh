@@ -10,7 +10,7 @@ mode="${1:-run}"
 
 apt_packages=()
 case "$mode" in
-  test) apt_packages=(espeak-ng sox chromium nginx-light pulseaudio libportaudio2) ;;
+  test) apt_packages=(espeak-ng flite sox chromium nginx-light pulseaudio libportaudio2 openssl) ;;
   train) apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
                        sox libsox-fmt-all r-cran-janeaustenr r-cran-stringr bible-kjv wordnet-base
                        fortunes wamerican) ;;

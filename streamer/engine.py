@@ -104,14 +104,8 @@ def load_model(settings: Settings) -> tuple[Any, Any, Any, str]:
     path = Path(ms.path) if ms.path else _default_model_dir()
     if ms.threads > 0:
         torch.set_num_threads(ms.threads)
-    try:
-        from model import Wav2Vec2ConformerForCTC
-    except ImportError:  # pragma: no cover - only while the in-house model package is incomplete
-        from transformers import Wav2Vec2ConformerForCTC
-    try:
-        from model.tokenizer import Wav2Vec2CTCTokenizer  # type: ignore[import-not-found]
-    except ImportError:  # pragma: no cover
-        from transformers import Wav2Vec2CTCTokenizer
+    from model import Wav2Vec2ConformerForCTC, Wav2Vec2CTCTokenizer, quantize_dynamic_int8
+
     model = Wav2Vec2ConformerForCTC.from_pretrained(str(path)).eval()
     tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(path))
     if ms.quantize:
@@ -119,14 +113,6 @@ def load_model(settings: Settings) -> tuple[Any, Any, Any, str]:
             raise ValueError(f"model.quantize must be 'int8' or unset, got {ms.quantize!r}")
         if ms.device != "cpu":
             raise ValueError("int8 dynamic quantization runs on the CPU only")
-        try:
-            from model.quantize import quantize_dynamic_int8  # type: ignore[import-not-found]
-        except ImportError:  # pragma: no cover
-            from torch.ao.quantization import quantize_dynamic
-
-            def quantize_dynamic_int8(m: Any) -> Any:
-                return quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
-
         model = quantize_dynamic_int8(model)
     model = model.to(ms.device)
     if ms.dtype != "float32":

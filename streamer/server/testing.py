@@ -27,10 +27,7 @@ def make_tiny_model(directory: str | Path, seed: int = 0) -> Path:
     """Save a randomly initialised, tiny Wav2Vec2-Conformer CTC model (HF layout) into ``directory``."""
     import torch
 
-    try:  # the project's own implementation (no transformers import needed) ...
-        from model import Wav2Vec2ConformerConfig, Wav2Vec2ConformerForCTC
-    except ImportError:  # pragma: no cover - ... or the reference one
-        from transformers import Wav2Vec2ConformerConfig, Wav2Vec2ConformerForCTC
+    from model import Wav2Vec2ConformerConfig, Wav2Vec2ConformerForCTC
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
