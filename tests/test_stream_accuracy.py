@@ -1,0 +1,125 @@
+"""Streaming vs offline recognition with the shipped model on >= 60 s of synthesized multi-sentence speech.
+
+Acceptance: for chunk sizes 0.25-2 s the streamed finals equal the offline transcript of the same audio
+within 1% CER, with no word duplicated or dropped at seams; word times within 60 ms of the offline CTC
+alignment. Skipped when the embedded model (model/pretrained/en-small) or a synthesizer is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.config import Settings
+from streamer.engine import RecognitionEngine
+from streamer.events import Final
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _model_dir() -> Path | None:
+    try:
+        from model import default_model_dir
+    except ImportError:
+        return None
+    path = Path(default_model_dir())
+    return path if (path / "config.json").is_file() else None
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(_model_dir() is None, reason="the embedded model is not shipped yet"),
+    pytest.mark.skipif(
+        not (shutil.which("espeak-ng") or shutil.which("flite")), reason="no speech synthesizer"
+    ),
+]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_streaming", ROOT / "bench" / "bench_streaming.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_streaming", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    audio, _ = _bench().synthesize_speech(62.0, seed=3)
+    assert len(audio) >= 60 * 16000
+    return audio
+
+
+@pytest.fixture(scope="module")
+def engine() -> RecognitionEngine:
+    return RecognitionEngine(Settings())
+
+
+@pytest.fixture(scope="module")
+def offline(engine: RecognitionEngine, speech: np.ndarray) -> Final:
+    result = engine.transcribe(speech)
+    assert len(result.text.split()) >= 40, f"the model recognizes too little to compare: {result.text!r}"
+    return result
+
+
+def cer(hypothesis: str, reference: str) -> float:
+    import jiwer
+
+    return float(jiwer.cer(reference, hypothesis))
+
+
+@pytest.mark.parametrize("chunk_s", [0.25, 0.5, 1.0, 2.0])
+def test_streamed_finals_match_offline(engine, speech, offline, chunk_s: float) -> None:
+    default = dataclasses.replace(engine.settings.streaming)
+    engine.set_streaming(dataclasses.replace(default, chunk_s=chunk_s))
+    try:
+        finals = engine.transcribe_stream(speech, 1600)
+    finally:
+        engine.set_streaming(default)
+    streamed = " ".join(f.text for f in finals if f.text)
+    assert cer(streamed, offline.text) <= 0.01, (streamed, offline.text)
+    # No duplicated or dropped words: the word sequences align without insertions or deletions.
+    ref, hyp = offline.text.split(), streamed.split()
+    ops = difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_opcodes()
+    indels = sum(
+        max(i2 - i1, j2 - j1) - min(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in ops if tag != "equal"
+    )
+    assert indels <= max(1, len(ref) // 100), ops
+    # Word times within 60 ms of the offline CTC alignment (words that match).
+    words = [w for f in finals for w in f.words]
+    matcher = difflib.SequenceMatcher(
+        a=[w.word for w in offline.words], b=[w.word for w in words], autojunk=False
+    )
+    worst = 0.0
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            a, b = offline.words[block.a + k], words[block.b + k]
+            worst = max(worst, abs(a.start - b.start), abs(a.end - b.end))
+    assert worst <= 0.06
+
+
+def test_threaded_engine_matches_offline(speech, offline) -> None:
+    eng = RecognitionEngine(Settings())
+    eng.start()
+    try:
+        logs: list[list] = [[], []]
+        streams = [eng.open_stream(log.append) for log in logs]
+        pcm = (speech * 32767).astype("<i2").tobytes()
+        for i in range(0, len(pcm), 6400):
+            for s in streams:
+                s.accept(pcm[i : i + 6400])
+        for s in streams:
+            s.end()
+        for s, log in zip(streams, logs, strict=True):
+            assert s.done.wait(300)
+            text = " ".join(e.text for e in log if isinstance(e, Final) and e.text)
+            assert cer(text, offline.text) <= 0.01
+    finally:
+        eng.stop()
