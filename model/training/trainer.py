@@ -26,6 +26,7 @@ import soundfile as sf
 import torch
 
 from model.training import augment as aug
+from model.training.evaluation import error_rates
 
 log = logging.getLogger(__name__)
 
@@ -254,16 +255,6 @@ class BatchDataset(torch.utils.data.Dataset):
 # evaluation helpers
 
 
-def edit_distance(a: list, b: list) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, y in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
-        prev = cur
-    return prev[-1]
-
-
 @torch.no_grad()
 def transcribe_batch(model, waves: list[np.ndarray], device: torch.device) -> list[str]:
     values, mask, _ = collate(waves)
@@ -291,11 +282,10 @@ def greedy_error_rates(
             refs += [records[j]["text"] for j in batch]
         batch = [i] if i is not None else []
     model.train(was_training)
-    char_err = sum(edit_distance(list(r), list(h)) for r, h in zip(refs, hyps, strict=True))
-    word_err = sum(edit_distance(r.split(), h.split()) for r, h in zip(refs, hyps, strict=True))
+    rates = error_rates(refs, hyps)
     return {
-        "cer": char_err / max(1, sum(len(r) for r in refs)),
-        "wer": word_err / max(1, sum(len(r.split()) for r in refs)),
+        "cer": rates["cer"],
+        "wer": rates["wer"],
         "examples": list(zip(refs[:3], hyps[:3], strict=True)),
     }
 
