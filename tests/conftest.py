@@ -42,3 +42,23 @@ TINY_MODEL_KWARGS: dict[str, Any] = {
 def tiny_model_kwargs() -> dict[str, Any]:
     """Config fields of a Wav2Vec2-Conformer small enough to run in milliseconds (20 ms frames = 20 samples)."""
     return dict(TINY_MODEL_KWARGS)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A random tiny CTC model in Hugging Face layout (modules may override with their own model)."""
+    from streamer.server.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    """A started RecognitionEngine on ``model_dir``, shared by one test module."""
+    from streamer.engine import RecognitionEngine
+    from streamer.server.testing import test_settings
+
+    engine = RecognitionEngine(test_settings(model_dir))
+    engine.start()
+    yield engine
+    engine.stop(drain=False)

@@ -26,24 +26,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from streamer.server.mic import MicSource, parse_device
-from streamer.server.testing import make_tiny_model, running_app, test_settings, wait_for
+from streamer.server.testing import running_app, test_settings, wait_for
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-
-
-@pytest.fixture(scope="module")
-def engine(model_dir):
-    from streamer.engine import RecognitionEngine
-
-    engine = RecognitionEngine(test_settings(model_dir))
-    engine.start()
-    yield engine
-    engine.stop(drain=False)
 
 
 def test_parse_device():

@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
-from streamer.server.testing import make_tiny_model, running_app, test_settings, wait_for
+from streamer.server.testing import running_app, test_settings, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -25,21 +25,6 @@ RESULT = re.compile(
     r'^\{\n(  "result" : \[(\{\n      "conf" : \d+\.\d{6},\n      "end" : \d+\.\d{6},\n'
     r'      "start" : \d+\.\d{6},\n      "word" : "[^"\n]*"\n    \}(, )?)+\],\n)?  "text" : "[^"\n]*"\n\}$'
 )
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-
-
-@pytest.fixture(scope="module")
-def engine(model_dir):
-    from streamer.engine import RecognitionEngine
-
-    engine = RecognitionEngine(test_settings(model_dir))
-    engine.start()
-    yield engine
-    engine.stop(drain=False)
 
 
 def noise_wav(path, seconds: float, seed: int, rate: int = 16000):
