@@ -225,6 +225,17 @@ class RecognitionStream:
     def closed(self) -> bool:
         return self._closed
 
+    def is_idle(self) -> bool:
+        """Has the engine emitted every event the audio accepted so far allows? (any thread)
+
+        True when no window of this stream waits for the model and no model round holding its windows
+        is in flight. Audio short of a full window does not count: it waits for more audio (or ``end``/
+        ``reset``), not for the engine. The vosk endpoint answers each frame once this holds.
+        """
+        if self.has_ready():  # checked first: the scheduler marks a stream before taking its windows
+            return False
+        return not self.engine.scheduler.holds(self)
+
     def _append(self, samples: np.ndarray) -> None:
         now = time.monotonic()
         buf = self._buffer

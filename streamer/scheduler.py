@@ -158,6 +158,8 @@ class BatchScheduler:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._compute_lock = threading.Lock()  # the worker and the synchronous path never overlap
+        self._flight_lock = threading.Lock()
+        self._in_flight: set[int] = set()  # id() of the streams whose windows the running round took
 
     # -- registry ----------------------------------------------------------------------------------
 
@@ -182,6 +184,23 @@ class BatchScheduler:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    # -- progress (any thread) ---------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """True while a model round (worker or synchronous path) is running, for any stream."""
+        return self._compute_lock.locked()
+
+    def holds(self, stream: StreamWork) -> bool:
+        """True while a round that took windows of ``stream`` is running (their events are not out yet).
+
+        A stream is marked before its windows are taken and unmarked after its events were emitted, so
+        ``not stream.has_ready() and not scheduler.holds(stream)`` (checked in that order) means every
+        event its audio so far allows has been handed to its callback.
+        """
+        with self._flight_lock:
+            return id(stream) in self._in_flight
 
     def start(self) -> None:
         if self.running:
@@ -229,96 +248,108 @@ class BatchScheduler:
     def run_round(self, streams: list[StreamWork] | None = None, aligned: bool = False) -> int:
         """Take the ready windows of ``streams`` (default: all), run them, deliver; returns windows taken."""
         with self._compute_lock:
-            taken: list[tuple[int, StreamWork, Window]] = []
-            for order, stream in enumerate(streams if streams is not None else self.streams()):
+            try:
+                return self._round(streams, aligned)
+            finally:
+                with self._flight_lock:
+                    self._in_flight.clear()
+
+    def _round(self, streams: list[StreamWork] | None, aligned: bool) -> int:
+        taken: list[tuple[int, StreamWork, Window]] = []
+        for order, stream in enumerate(streams if streams is not None else self.streams()):
+            with self._flight_lock:
+                self._in_flight.add(id(stream))
+            try:
+                windows = stream.take_windows(self.max_batch if aligned else None)
+            except Exception as exc:
+                log.exception("taking windows failed")
+                stream.fail("internal", f"internal error preparing audio: {exc}")
+                windows = []
+            if not windows:  # nothing of this stream in flight (its notices, if any, are emitted)
+                with self._flight_lock:
+                    self._in_flight.discard(id(stream))
+            taken.extend((order, stream, w) for w in windows)
+        if not taken:
+            return 0
+        outputs: dict[int, np.ndarray] = {}
+        failed: dict[int, str] = {}
+
+        def key(stream: StreamWork, w: Window, length: int) -> Any:
+            return (id(stream), w.seq // self.max_batch, length) if aligned else length
+
+        # Stage 1 (cached-feature path): the feature encoder on the new samples only.
+        blocks: dict[Any, list[tuple[int, StreamWork, Window]]] = defaultdict(list)
+        for item in taken:
+            _, stream, w = item
+            if w.block is not None:
+                blocks[key(stream, w, len(w.block))].append(item)
+            elif w.gated:
+                self.stats.gated_windows += 1
+        computed: dict[int, Any] = {}
+        for items in blocks.values():
+            for part in self._parts(items):
+                batch = np.stack([w.block for _, _, w in part])
+                t0 = time.perf_counter()
                 try:
-                    windows = stream.take_windows(self.max_batch if aligned else None)
+                    feats = self.runner.features(batch)  # type: ignore[attr-defined]
                 except Exception as exc:
-                    log.exception("taking windows failed")
-                    stream.fail("internal", f"internal error preparing audio: {exc}")
+                    self._failed(part, exc, failed)
                     continue
-                taken.extend((order, stream, w) for w in windows)
-            if not taken:
-                return 0
-            outputs: dict[int, np.ndarray] = {}
-            failed: dict[int, str] = {}
+                self.stats.compute_seconds += time.perf_counter() - t0
+                self.stats.audio_seconds_computed += batch.size / self.sample_rate
+                for row, (_, _, w) in enumerate(part):
+                    computed[id(w)] = feats[row, : w.frames_to - w.block_from]
 
-            def key(stream: StreamWork, w: Window, length: int) -> Any:
-                return (id(stream), w.seq // self.max_batch, length) if aligned else length
-
-            # Stage 1 (cached-feature path): the feature encoder on the new samples only.
-            blocks: dict[Any, list[tuple[int, StreamWork, Window]]] = defaultdict(list)
-            for item in taken:
-                _, stream, w = item
-                if w.block is not None:
-                    blocks[key(stream, w, len(w.block))].append(item)
-                elif w.gated:
-                    self.stats.gated_windows += 1
-            computed: dict[int, Any] = {}
-            for items in blocks.values():
-                for part in self._parts(items):
-                    batch = np.stack([w.block for _, _, w in part])
-                    t0 = time.perf_counter()
-                    try:
-                        feats = self.runner.features(batch)  # type: ignore[attr-defined]
-                    except Exception as exc:
-                        self._failed(part, exc, failed)
-                        continue
-                    self.stats.compute_seconds += time.perf_counter() - t0
-                    self.stats.audio_seconds_computed += batch.size / self.sample_rate
-                    for row, (_, _, w) in enumerate(part):
-                        computed[id(w)] = feats[row, : w.frames_to - w.block_from]
-
-            # Stage 2: one forward per group of equal-length windows (full windows or cached features).
-            # Each stream's cache is filled and read in window order (a gated gap restarts it); the
-            # gathered slices are views that stay valid when the cache moves on.
-            taken.sort(key=lambda item: (item[0], item[2].seq))
-            groups: dict[Any, list[tuple[int, StreamWork, Window, Any]]] = defaultdict(list)
-            for order, stream, w in taken:
-                if id(stream) in failed:
-                    continue
-                if w.samples is not None:
-                    groups[("w", key(stream, w, w.length))].append((order, stream, w, w.samples))
-                elif w.needs_encoder:
-                    try:
-                        if id(w) in computed:
-                            stream.features.store(w.generation, w.block_from, computed.pop(id(w)))
-                        x = stream.features.gather(w.generation, w.frames_from, w.frames_to)
-                        stream.features.evict_before(w.frames_from)
-                    except Exception as exc:
-                        self._failed([(order, stream, w)], exc, failed)
-                        continue
-                    groups[("f", key(stream, w, w.frames_to - w.frames_from))].append((order, stream, w, x))
-            for (path, _), items in groups.items():
-                for part in self._parts(items):
-                    t0 = time.perf_counter()
-                    try:
-                        if path == "w":
-                            batch = np.stack([x for *_, x in part])
-                            result = self.runner(batch)
-                            self.stats.audio_seconds_computed += batch.size / self.sample_rate
-                        else:
-                            import torch
-
-                            result = self.runner.encode(torch.stack([x for *_, x in part]))  # type: ignore[attr-defined]
-                    except Exception as exc:
-                        self._failed([(o, st, w) for o, st, w, _ in part], exc, failed)
-                        continue
-                    self.stats.compute_seconds += time.perf_counter() - t0
-                    self.stats.batches += 1
-                    self.stats.windows += len(part)
-                    for row, (_, _, w, _) in enumerate(part):
-                        outputs[id(w)] = result[row]
-            for _, stream, w in taken:
-                if id(stream) in failed:
-                    stream.fail("internal", failed.pop(id(stream)))
-                    continue
+        # Stage 2: one forward per group of equal-length windows (full windows or cached features).
+        # Each stream's cache is filled and read in window order (a gated gap restarts it); the
+        # gathered slices are views that stay valid when the cache moves on.
+        taken.sort(key=lambda item: (item[0], item[2].seq))
+        groups: dict[Any, list[tuple[int, StreamWork, Window, Any]]] = defaultdict(list)
+        for order, stream, w in taken:
+            if id(stream) in failed:
+                continue
+            if w.samples is not None:
+                groups[("w", key(stream, w, w.length))].append((order, stream, w, w.samples))
+            elif w.needs_encoder:
                 try:
-                    stream.consume(w, outputs.get(id(w)))
+                    if id(w) in computed:
+                        stream.features.store(w.generation, w.block_from, computed.pop(id(w)))
+                    x = stream.features.gather(w.generation, w.frames_from, w.frames_to)
+                    stream.features.evict_before(w.frames_from)
                 except Exception as exc:
-                    log.exception("merging window %d failed", w.seq)
-                    stream.fail("internal", f"internal error decoding: {type(exc).__name__}: {exc}")
-            return len(taken)
+                    self._failed([(order, stream, w)], exc, failed)
+                    continue
+                groups[("f", key(stream, w, w.frames_to - w.frames_from))].append((order, stream, w, x))
+        for (path, _), items in groups.items():
+            for part in self._parts(items):
+                t0 = time.perf_counter()
+                try:
+                    if path == "w":
+                        batch = np.stack([x for *_, x in part])
+                        result = self.runner(batch)
+                        self.stats.audio_seconds_computed += batch.size / self.sample_rate
+                    else:
+                        import torch
+
+                        result = self.runner.encode(torch.stack([x for *_, x in part]))  # type: ignore[attr-defined]
+                except Exception as exc:
+                    self._failed([(o, st, w) for o, st, w, _ in part], exc, failed)
+                    continue
+                self.stats.compute_seconds += time.perf_counter() - t0
+                self.stats.batches += 1
+                self.stats.windows += len(part)
+                for row, (_, _, w, _) in enumerate(part):
+                    outputs[id(w)] = result[row]
+        for _, stream, w in taken:
+            if id(stream) in failed:
+                stream.fail("internal", failed.pop(id(stream)))
+                continue
+            try:
+                stream.consume(w, outputs.get(id(w)))
+            except Exception as exc:
+                log.exception("merging window %d failed", w.seq)
+                stream.fail("internal", f"internal error decoding: {type(exc).__name__}: {exc}")
+        return len(taken)
 
     def _parts(self, items: list) -> list[list]:
         return [items[i : i + self.max_batch] for i in range(0, len(items), self.max_batch)]

@@ -105,8 +105,8 @@ def test_failing_batch_errors_its_streams_only_and_the_daemon_carries_on(model_d
                 # the healthy stream has nothing waiting for the model before the failure starts
                 assert await wait_for(
                     lambda: (
-                        all(not s.bridge.stream.has_ready() for s in app.sessions if s.bridge is not None)
-                        and not engine.scheduler._compute_lock.locked()
+                        all(s.bridge.stream.is_idle() for s in app.sessions if s.bridge is not None)
+                        and not engine.scheduler.busy
                     ),
                     10,
                 )

@@ -16,6 +16,8 @@ from .protocol import CloseCode, ProtocolError, StartConfig, close_code_for, dum
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
+    from streamer.engine import RecognitionStream
+
     from .app import App
 
 log = logging.getLogger("streamer.server")
@@ -61,14 +63,14 @@ class EngineBridge:
         self._arrival_s: list[float] = []
         self._arrival_t: list[float] = []
         self._closed = False
-        self.stream = app.engine.open_stream(
+        self.stream: RecognitionStream = app.engine.open_stream(
             self._on_event,
             sample_rate=config.sample_rate,
             encoding=config.encoding,
             partials=config.partials,
             words=config.words,
         )
-        self.id: str = str(getattr(self.stream, "id", ""))
+        self.id: str = self.stream.id
         app.metrics.streams_active.inc()
         app.metrics.streams_total.inc(endpoint=endpoint)
 
@@ -112,16 +114,10 @@ class EngineBridge:
     def caught_up(self) -> bool:
         """Has the engine processed every window this stream's audio allows so far?
 
-        Uses the engine's scheduler state when it exposes it (``stream.has_ready()`` and a round in
-        progress); otherwise whether events have covered the audio up to the last full window.
+        (:meth:`streamer.engine.RecognitionStream.is_idle`; its events may still be on their way to
+        the loop through ``call_soon_threadsafe``: yield once before reading ``queue``.)
         """
-        has_ready = getattr(self.stream, "has_ready", None)
-        scheduler = getattr(self.app.engine, "scheduler", None)
-        busy = getattr(scheduler, "_compute_lock", None)
-        if callable(has_ready) and busy is not None and hasattr(busy, "locked"):
-            return not has_ready() and not busy.locked()
-        streaming = self.app.settings.streaming
-        return self.covered_s >= self.received_s - streaming.lookahead_s - streaming.chunk_s - 1e-6
+        return self.stream.is_idle()
 
     def close(self) -> None:
         if self._closed:
