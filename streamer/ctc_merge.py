@@ -14,7 +14,6 @@ word's characters.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,6 +256,9 @@ class CtcMerger:
 
         Committed: its completed words (they can no longer change). Tentative: the word in progress plus
         what the look-ahead frames (recomputed by the next window) say, decoded from the current carry.
+        ``lookahead[0]`` is segment frame ``next_frame``. Start: the open utterance's first character;
+        with only look-ahead text, the first frame of the first tentative character (it may still move);
+        with no text at all, the end of the merged frames (a zero-length span there).
         """
         chars = [self.vocab.char(t.id) for t in self.tokens]
         text = "".join(chars)
@@ -265,6 +267,7 @@ class CtcMerger:
         else:
             cut = text.rfind(" ")
             committed, pending = (text[: cut + 1], text[cut + 1 :]) if cut >= 0 else ("", text)
+        first_frame = self.utt_first_frame
         if lookahead is not None and len(lookahead):
             ids = lookahead.argmax(axis=1)
             more = greedy_collapse(ids, self.vocab.blank_id, self.prev)
@@ -272,5 +275,17 @@ class CtcMerger:
                 while more and self.vocab.silent[more[0]]:
                     more.pop(0)
             pending += "".join(self.vocab.char(i) for i in more)
-        start = self._t(self.utt_first_frame) if self.utt_first_frame is not None else math.nan
+            if first_frame is None and more:
+                first_frame = self.next_frame + _first_emitting_frame(ids, self.vocab, self.prev)
+        start = self._t(first_frame if first_frame is not None else self.next_frame)
         return " ".join(committed.split()), " ".join(pending.split()), start
+
+
+def _first_emitting_frame(ids: np.ndarray, vocab: Vocabulary, prev: int) -> int:
+    """Index of the frame that emits the first non-silent label of the collapse of ``ids``."""
+    last = prev
+    for index, i in enumerate(ids.tolist()):
+        if i != vocab.blank_id and i != last and not vocab.silent[i]:
+            return index
+        last = i
+    return 0  # pragma: no cover - only called when the collapse has a non-silent label

@@ -239,6 +239,28 @@ def test_repeats_at_seam_and_word_times() -> None:
     assert 0.9 < u.words[0].confidence <= 1.0
 
 
+def test_partial_start_is_a_real_time_even_with_only_lookahead_text() -> None:
+    """No utterance yet: the start is the first tentative character's frame (never NaN, which is not JSON)."""
+    m = merger()
+    m.push(one_hot([0, 0, 4, 0]), 0, 4)  # blanks and a delimiter: no utterance open
+    assert m.utt_first_frame is None
+    committed, tentative, start = m.partial(one_hot([0, 4, 0, 6, 6, 0, 7]))
+    assert (committed, tentative) == ("", "bc")
+    assert start == 0.14  # look-ahead frame 3 is segment frame 4 + 3 = 7, 20 ms each
+    # no text at all: a zero-length span at the end of the merged frames
+    assert m.partial(one_hot([0, 4])) == ("", "", 0.08)
+    assert m.partial(None) == ("", "", 0.08)
+    # an open utterance: its first character's frame, whatever the look-ahead says
+    m = merger()
+    m.push(one_hot([0, 5]), 0, 2)
+    assert m.partial(one_hot([0, 6])) == ("", "ab", 0.02)
+    # after the endpointer closed an utterance, the next one's look-ahead start counts from next_frame
+    m = merger(min_silence_s=0.04)
+    assert [u.text for u in m.push(one_hot([5, 4, 0, 0, 0]), 0, 5)] == ["a"]
+    assert m.utt_first_frame is None
+    assert m.partial(one_hot([0, 7, 7])) == ("", "c", 0.12)
+
+
 def test_endpointer_closes_after_silence_and_at_max_length() -> None:
     m = merger(min_silence_s=0.1)
     ids = [5, 4, 0, 0, 0, 0, 0, 0, 6, 0]

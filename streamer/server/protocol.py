@@ -180,11 +180,6 @@ def event_message(event_dict: dict[str, Any]) -> dict[str, Any]:
     out = dict(event_dict)
     if kind == "partial":
         out["text"] = " ".join(t for t in (out.get("committed", ""), out.get("tentative", "")) if t)
-        # Only look-ahead (tentative) text so far: the engine has no utterance start yet (NaN), which
-        # is not JSON. Report a zero-length span at the newest audio instead of failing the stream.
-        start = out.get("start")
-        if isinstance(start, float) and not math.isfinite(start):
-            out["start"] = out.get("end", 0.0)
     elif kind == "final":
         out["words"] = [dict(w) for w in out.get("words", ())]
     return out
