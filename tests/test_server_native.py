@@ -259,6 +259,58 @@ def test_max_stream_duration_sends_finals_then_error(engine, model_dir):
     run(main())
 
 
+def test_end_timeout_grows_with_the_backlog_and_is_capped() -> None:
+    from streamer.server.session import (
+        END_TIMEOUT_BASE_S,
+        END_TIMEOUT_MAX_S,
+        END_TIMEOUT_RTF,
+        end_timeout,
+    )
+
+    assert end_timeout(0.0) == END_TIMEOUT_BASE_S
+    assert end_timeout(10.0) == pytest.approx(END_TIMEOUT_BASE_S + 10.0 * END_TIMEOUT_RTF)
+    assert end_timeout(1e9) == END_TIMEOUT_MAX_S
+    for nonsense in (-5.0, float("nan"), float("-inf")):
+        assert end_timeout(nonsense) == END_TIMEOUT_BASE_S
+    assert end_timeout(float("inf")) == END_TIMEOUT_BASE_S  # not a backlog: a broken statistic
+    assert end_timeout(3.0, base_s=2.0, rtf=1.5, max_s=5.0) == 5.0
+    assert end_timeout(1.0, base_s=2.0, rtf=1.5, max_s=5.0) == 3.5
+    assert end_timeout(1.0, base_s=10.0, max_s=5.0) == 10.0  # a cap below the base never shortens it
+    backlogs = [0.0, 0.5, 2.0, 8.0, 30.0, 100.0]
+    timeouts = [end_timeout(b) for b in backlogs]
+    assert timeouts == sorted(timeouts)
+
+
+def test_end_timeout_of_a_stream_counts_its_unprocessed_audio(model_dir) -> None:
+    from streamer.engine import RecognitionEngine
+    from streamer.server.session import END_TIMEOUT_BASE_S, EngineBridge, end_timeout
+    from streamer.server.testing import test_settings as settings_for
+
+    settings = settings_for(model_dir)
+    engine = RecognitionEngine(settings)  # worker not started: nothing gets processed
+
+    class App:
+        pass
+
+    async def main():
+        from streamer.server.metrics import ServerMetrics
+        from streamer.server.protocol import StartConfig
+
+        app = App()
+        app.engine, app.settings, app.metrics = engine, settings, ServerMetrics()
+        bridge = EngineBridge(app, "stream", StartConfig())
+        try:
+            assert bridge.end_timeout() == END_TIMEOUT_BASE_S
+            bridge.accept(noise(4.0, 1), 4 * 16000)
+            queued = bridge.stream.queued_seconds()
+            assert 3.0 < queued <= 4.0
+            assert bridge.end_timeout() == end_timeout(queued) > END_TIMEOUT_BASE_S
+        finally:
+            bridge.close()
+
+    run(main())
+
+
 def test_abrupt_disconnect_mid_utterance_frees_the_stream(engine, model_dir):
     async def main():
         async with running_app(test_settings(model_dir), engine) as app:

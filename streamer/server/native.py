@@ -22,9 +22,6 @@ from .session import EngineBridge, Session, TokenBucket
 
 log = logging.getLogger("streamer.server")
 
-# Bound on waiting for the engine's last finals after "end" (or at shutdown).
-END_TIMEOUT_S = 30.0
-
 
 class NativeSession(Session):
     endpoint = "stream"
@@ -107,11 +104,14 @@ class NativeSession(Session):
                     self._end()
 
         # 3. the remaining finals, "end", close: the sender does it
+        timeout = self.bridge.end_timeout()
         try:
-            async with asyncio.timeout(END_TIMEOUT_S):
+            async with asyncio.timeout(timeout):
                 await asyncio.shield(self.sender)
         except TimeoutError:
-            raise ProtocolError("internal", "the engine did not finish the stream in time") from None
+            raise ProtocolError(
+                "internal", f"the engine did not finish the stream within {timeout:.0f} s"
+            ) from None
 
     def _check_text_rate(self) -> None:
         if not self.text_bucket.take():
@@ -184,7 +184,7 @@ class NativeSession(Session):
         self.going_away = True
         self._end()
         try:
-            async with asyncio.timeout(END_TIMEOUT_S):
+            async with asyncio.timeout(self.bridge.end_timeout()):
                 await asyncio.shield(self.sender)
         except (TimeoutError, Exception):
             await self.close(CloseCode.GOING_AWAY, "server shutting down")

@@ -6,6 +6,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,31 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamer.server")
 
 _MAX_ARRIVALS = 4096
+
+# How long a session waits for the engine's last finals after end-of-stream (or at shutdown):
+# END_TIMEOUT_BASE_S plus END_TIMEOUT_RTF seconds per second of the stream's audio still queued for
+# the model, at most END_TIMEOUT_MAX_S. The factor is pessimistic (the default layout costs ~1.5x an
+# offline forward in CPU time, and a loaded worker shares itself between streams), so a stream that is
+# behind but still progressing gets its finals instead of an "internal" error.
+END_TIMEOUT_BASE_S = 30.0
+END_TIMEOUT_RTF = 4.0
+END_TIMEOUT_MAX_S = 300.0
+
+
+def end_timeout(
+    queued_audio_s: float,
+    *,
+    base_s: float = END_TIMEOUT_BASE_S,
+    rtf: float = END_TIMEOUT_RTF,
+    max_s: float = END_TIMEOUT_MAX_S,
+) -> float:
+    """Seconds to wait for a stream's remaining events once it has ended, given its unprocessed audio.
+
+    ``base_s + rtf * queued_audio_s``, capped at ``max_s`` (never below ``base_s``); a negative or
+    non-finite backlog counts as none.
+    """
+    backlog = queued_audio_s if math.isfinite(queued_audio_s) and queued_audio_s > 0 else 0.0
+    return max(base_s, min(max_s, base_s + rtf * backlog))
 
 
 class TokenBucket:
@@ -118,6 +144,10 @@ class EngineBridge:
         the loop through ``call_soon_threadsafe``: yield once before reading ``queue``.)
         """
         return self.stream.is_idle()
+
+    def end_timeout(self) -> float:
+        """:func:`end_timeout` for this stream's audio still waiting for the model (call after ``end``)."""
+        return end_timeout(self.stream.queued_seconds())
 
     def close(self) -> None:
         if self._closed:

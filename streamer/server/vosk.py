@@ -32,7 +32,6 @@ from .session import EngineBridge, Session, TokenBucket
 
 log = logging.getLogger("streamer.server")
 
-END_TIMEOUT_S = 30.0
 POLL_S = 0.005
 
 
@@ -202,7 +201,7 @@ class VoskSession(Session):
                 seen_end = seen_end or self._drain()
                 return seen_end
 
-            await self._wait(finished, END_TIMEOUT_S)
+            await self._wait(finished, self.bridge.end_timeout())
             finals, self.finals = self.finals, []
         else:
             finals = []
@@ -224,7 +223,7 @@ class VoskSession(Session):
                 return seen_end
 
             try:
-                await self._wait(finished, END_TIMEOUT_S)
+                await self._wait(finished, self.bridge.end_timeout())
                 if self.finals:
                     await self.ws.send(vosk_result(self.finals, self.words))
                     self.finals = []
