@@ -211,3 +211,68 @@ def test_sigterm_while_clients_stream_delivers_every_final_then_exits_0(model_di
         raise
     finally:
         server.kill()
+
+
+@pytest.mark.slow
+def test_new_streams_are_refused_with_1013_while_the_engine_worker_is_dead(model_dir):
+    from streamer.engine import RecognitionEngine
+    from streamer.server.testing import running_app, test_settings, wait_for
+
+    settings = test_settings(model_dir)
+    engine = RecognitionEngine(settings)
+    engine.start()
+
+    async def main():
+        async with running_app(settings, engine) as app:
+            url = f"ws://127.0.0.1:{app.port}/v1/stream"
+            base = f"http://127.0.0.1:{app.port}"
+            assert (await asyncio.to_thread(loadgen.http_get, f"{base}/healthz"))[0] == 200
+            engine.scheduler.stop(timeout=5)  # the inference worker is gone
+            assert not engine.scheduler.running
+            status, body = await asyncio.to_thread(loadgen.http_get, f"{base}/healthz")
+            assert status == 503 and json.loads(body)["status"] == "engine_dead", body
+
+            async with connect(url) as ws:  # native: an error event, then 1013 "try again later"
+                messages = await drain(ws, 10)
+            assert [(m["type"], m["code"], m["fatal"]) for m in messages] == [("error", "unavailable", True)]
+            assert "engine" in messages[0]["message"]
+            assert ws.close_code == 1013 and "engine" in ws.close_reason, (ws.close_code, ws.close_reason)
+
+            async with connect(f"ws://127.0.0.1:{app.vosk_port}/") as ws:  # vosk: the same, its dialect
+                messages = await drain(ws, 10)
+            assert [m.get("code") for m in messages] == ["unavailable"], messages
+            assert ws.close_code == 1013 and "engine" in ws.close_reason, (ws.close_code, ws.close_reason)
+
+            # a connection accepted while the worker was alive asks for a stream after it died: refused too
+            engine.start()
+            late = await connect(url)
+            assert await wait_for(lambda: len(app.sessions) == 1)  # admitted
+            engine.scheduler.stop(timeout=5)
+            await late.send('{"type": "start"}')
+            messages = await drain(late, 10)
+            assert [m.get("code") for m in messages] == ["unavailable"], messages
+            assert late.close_code == 1013
+
+            _, text = await asyncio.to_thread(loadgen.http_get, f"{base}/metrics")
+            metrics = loadgen.parse_metrics(text)
+            assert loadgen.metric(metrics, "conformer_connections_refused_total", reason="engine_dead") == 3
+            assert loadgen.metric(metrics, "conformer_errors_total", code="unavailable") == 3
+            assert loadgen.metric(metrics, "conformer_engine_up") == 0
+
+            # the worker is back: new streams are served again
+            engine.start()
+            status, _ = await asyncio.to_thread(loadgen.http_get, f"{base}/healthz")
+            assert status == 200
+            async with connect(url) as ws:
+                await ws.send('{"type": "start"}')
+                assert (await next_event(ws))["type"] == "ready"
+                await ws.send(babble_bytes(1.0, 3) + bytes(2 * 16000))
+                await ws.send('{"type": "end"}')
+                rest = await drain(ws)
+                assert rest and rest[-1]["type"] == "end" and "error" not in [m["type"] for m in rest], rest
+                assert ws.close_code == 1000
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.stop(drain=False)

@@ -28,7 +28,7 @@ from .listen import ListenHub, ListenSession
 from .metrics import ServerMetrics
 from .native import NativeSession
 from .protocol import CloseCode
-from .session import Session
+from .session import ENGINE_DOWN, Session
 from .vosk import VoskSession
 
 log = logging.getLogger("streamer.server")
@@ -206,6 +206,9 @@ class App:
         if len(self.sessions) >= self.settings.limits.max_connections:  # raced past process_request
             self.metrics.connections_refused.inc(reason="max_connections")
             await session.fail("server_busy", "too many connections, try again later", CloseCode.TRY_AGAIN)
+            return
+        if session.engine_down():  # the inference worker died: tell the client to come back later
+            await session.fail("unavailable", ENGINE_DOWN, CloseCode.TRY_AGAIN)
             return
         self.sessions.add(session)
         self.metrics.connections_active.inc(endpoint=endpoint)

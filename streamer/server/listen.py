@@ -56,6 +56,7 @@ class ListenHub:
 
 class ListenSession(Session):
     endpoint = "listen"
+    needs_engine = False  # relays the microphone's captions; opens no stream of its own
 
     async def run(self) -> None:
         hub = self.app.hub

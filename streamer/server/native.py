@@ -18,7 +18,7 @@ from .protocol import (
     event_message,
     parse_text,
 )
-from .session import EngineBridge, Session, TokenBucket
+from .session import Session, TokenBucket
 
 log = logging.getLogger("streamer.server")
 
@@ -63,14 +63,8 @@ class NativeSession(Session):
             if command.type != "start":
                 raise ProtocolError("not_started", f"{command.type!r} before the start message")
             break
-        if self.app.stopping:
-            raise ProtocolError("shutdown", "server shutting down")
         assert command.start is not None
-        try:
-            self.bridge = EngineBridge(self.app, self.endpoint, command.start)
-        except ValueError as exc:  # the engine refused the format
-            raise ProtocolError("bad_message", str(exc)) from None
-        self.stream_id = self.bridge.id
+        self.bridge = self.open_bridge(command.start)
         await self.send_json(
             {
                 "type": "ready",

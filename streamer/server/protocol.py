@@ -35,7 +35,7 @@ class CloseCode(IntEnum):
     POLICY = 1008  # protocol misuse, timeouts, limits
     TOO_BIG = 1009  # frame or text message over the limit
     INTERNAL = 1011
-    TRY_AGAIN = 1013  # overloaded / too many connections
+    TRY_AGAIN = 1013  # overloaded / too many connections / engine worker down
 
 
 # error code -> close code used when the error is fatal (docs/protocol.md, "Errors")
@@ -53,6 +53,7 @@ ERROR_CLOSE_CODES: dict[str, CloseCode] = {
     "no_source": CloseCode.POLICY,
     "overload": CloseCode.TRY_AGAIN,
     "server_busy": CloseCode.TRY_AGAIN,
+    "unavailable": CloseCode.TRY_AGAIN,
     "shutdown": CloseCode.GOING_AWAY,
     "internal": CloseCode.INTERNAL,
 }

@@ -160,10 +160,14 @@ class EngineBridge:
             log.exception("closing engine stream %s failed", self.id)
 
 
+ENGINE_DOWN = "the recognition engine is not running; try again later"
+
+
 class Session:
     """Base of the websocket sessions: error reporting, closing, registration for shutdown."""
 
     endpoint = "stream"
+    needs_engine = True  # opens engine streams: refused while the engine worker is dead
 
     def __init__(self, app: App, ws: ServerConnection) -> None:
         self.app = app
@@ -175,6 +179,26 @@ class Session:
 
     async def send_json(self, obj: dict[str, Any]) -> None:
         await self.ws.send(dumps(obj))
+
+    def engine_down(self) -> bool:
+        """Is the engine worker dead, so that this session cannot get a stream? Counts the refusal."""
+        if not self.needs_engine or self.app.engine_is_alive():
+            return False
+        self.app.metrics.connections_refused.inc(reason="engine_dead")
+        return True
+
+    def open_bridge(self, config: StartConfig) -> EngineBridge:
+        """A new engine stream for this session; ProtocolError when the server cannot take one now."""
+        if self.app.stopping:
+            raise ProtocolError("shutdown", "server shutting down")
+        if self.engine_down():
+            raise ProtocolError("unavailable", ENGINE_DOWN)
+        try:
+            self.bridge = EngineBridge(self.app, self.endpoint, config)
+        except ValueError as exc:  # the engine refused the format
+            raise ProtocolError("bad_message", str(exc)) from None
+        self.stream_id = self.bridge.id
+        return self.bridge
 
     async def fail(self, code: str, message: str, close_code: int | None = None) -> None:
         """Send an error event (fatal) and close the connection with the code of that error."""

@@ -89,15 +89,7 @@ class VoskSession(Session):
 
     def _open(self) -> EngineBridge:
         if self.bridge is None:
-            if self.app.stopping:
-                raise ProtocolError("shutdown", "server shutting down")
-            try:
-                self.bridge = EngineBridge(
-                    self.app, self.endpoint, StartConfig(sample_rate=self.sample_rate, words=self.words)
-                )
-            except ValueError as exc:
-                raise ProtocolError("bad_message", str(exc)) from None
-            self.stream_id = self.bridge.id
+            return self.open_bridge(StartConfig(sample_rate=self.sample_rate, words=self.words))
         return self.bridge
 
     def _drain(self) -> bool:
