@@ -384,6 +384,8 @@ def test_healthz_metrics_and_page(engine, model_dir):
                 "conformer_engine_up 1",
                 'conformer_engine_window_latency_seconds{quantile="0.9"}',
                 "# TYPE conformer_event_latency_seconds histogram",
+                "# TYPE conformer_engine_windows_total counter",
+                "# TYPE conformer_engine_queue_depth gauge",
             ):
                 assert name in text, name
             audio_line = next(
@@ -401,6 +403,66 @@ def test_healthz_metrics_and_page(engine, model_dir):
                 assert status == 404 and b"Settings" not in body and b"[project]" not in body
 
     run(main())
+
+
+def test_engine_statistics_are_counters_and_levels_are_gauges() -> None:
+    from streamer.engine import EngineStats
+    from streamer.server.metrics import CallbackCounter, ServerMetrics
+
+    stats = EngineStats(
+        active_streams=2,
+        audio_seconds=12.5,
+        compute_seconds=3.25,
+        batches=7,
+        windows=20,
+        gated_windows=4,
+        queue_depth=1,
+        queued_audio_seconds=0.5,
+        overloads=1,
+        errors=2,
+        latency_samples=(0.1, 0.2),
+    )
+    text = ServerMetrics(lambda: stats).render()
+    types, values = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            types[name] = kind
+        elif not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            values[key] = float(value)
+    for name, value in {
+        "conformer_engine_audio_seconds_total": 12.5,
+        "conformer_engine_compute_seconds_total": 3.25,
+        "conformer_engine_batches_total": 7,
+        "conformer_engine_windows_total": 20,
+        "conformer_engine_gated_windows_total": 4,
+        "conformer_engine_overloads_total": 1,
+        "conformer_engine_errors_total": 2,
+    }.items():
+        assert types[name] == "counter" and values[name] == value, name
+    for name, value in {
+        "conformer_engine_streams_active": 2,
+        "conformer_engine_queue_depth": 1,
+        "conformer_engine_queued_audio_seconds": 0.5,
+        "conformer_real_time_factor": 0.26,
+        "conformer_engine_up": 1,
+    }.items():
+        assert types[name] == "gauge" and values[name] == pytest.approx(value), name
+    assert types["conformer_engine_window_latency_seconds"] == "gauge"
+    assert all(name.endswith("_total") for name, kind in types.items() if kind == "counter")
+    for old in (
+        "audio_seconds",
+        "compute_seconds",
+        "batches",
+        "windows",
+        "gated_windows",
+        "overloads",
+        "errors",
+    ):
+        assert f"conformer_engine_{old}" not in types  # the monotonic statistics are no longer gauges
+    with pytest.raises(ValueError, match="_total"):
+        CallbackCounter("t_seconds", "a counter must be named *_total", lambda: 1.0)
 
 
 def test_healthz_is_503_when_the_engine_worker_is_dead(model_dir):

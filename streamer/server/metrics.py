@@ -1,5 +1,8 @@
 """A small Prometheus text-exposition registry (format 0.0.4): counters, gauges, histograms.
 
+Statistics kept elsewhere (the engine's) are read at scrape time through callbacks: a
+:class:`CallbackCounter` for those that only increase, a :class:`Gauge` with a callback for levels.
+
 Thread-safe: the engine worker and the sounddevice callback thread may update metrics too.
 """
 
@@ -79,6 +82,28 @@ class Counter(_Metric):
         with self._lock:
             items = sorted(self._values.items())
         return [f"{self.name}{_labels(self.labelnames, k)} {_format_value(v)}" for k, v in items]
+
+
+class CallbackCounter(_Metric):
+    """A counter whose value is read from ``callback`` at scrape time: a monotonic statistic kept elsewhere.
+
+    The callback's owner guarantees that the value only increases (a drop is read by Prometheus as a
+    counter reset, e.g. after an engine restart). The name must end in ``_total``.
+    """
+
+    kind = "counter"
+
+    def __init__(self, name: str, help_text: str, callback: Callable[[], float]) -> None:
+        if not name.endswith("_total"):
+            raise ValueError(f"counter {name} must end in _total")
+        super().__init__(name, help_text)
+        self._callback = callback
+
+    def value(self) -> float:
+        return float(self._callback())
+
+    def render(self) -> list[str]:
+        return [f"{self.name} {_format_value(self.value())}"]
 
 
 class Gauge(_Metric):
@@ -190,6 +215,9 @@ class Registry:
     def counter(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> Counter:
         return self.register(Counter(name, help_text, labelnames))  # type: ignore[return-value]
 
+    def callback_counter(self, name: str, help_text: str, callback: Callable[[], float]) -> CallbackCounter:
+        return self.register(CallbackCounter(name, help_text, callback))  # type: ignore[return-value]
+
     def gauge(self, name: str, help_text: str, labelnames: Sequence[str] = (), callback=None) -> Gauge:
         return self.register(Gauge(name, help_text, labelnames, callback))  # type: ignore[return-value]
 
@@ -224,7 +252,7 @@ class ServerMetrics:
         )
         self.connections_refused = r.counter(
             "conformer_connections_refused_total",
-            "Connections refused during the handshake, by reason.",
+            "Connections refused, by reason (engine_dead: right after the handshake, close 1013).",
             ["reason"],
         )
         self.streams_active = r.gauge("conformer_streams_active", "Recognition streams open in this server.")
@@ -253,42 +281,35 @@ class ServerMetrics:
         self.mic_up = r.gauge("conformer_mic_up", "1 while the microphone is capturing.")
         self.listeners = r.gauge("conformer_listen_clients", "Clients connected to /v1/listen.")
         r.gauge("conformer_engine_up", "1 while the engine worker is alive.", callback=self._engine_up)
-        r.gauge(
-            "conformer_engine_audio_seconds",
-            "Seconds of audio the engine has processed.",
-            callback=lambda: self._stat("audio_seconds"),
-        )
-        r.gauge(
-            "conformer_engine_compute_seconds",
-            "Seconds the engine spent computing.",
-            callback=lambda: self._stat("compute_seconds"),
-        )
-        r.gauge("conformer_real_time_factor", "Engine compute seconds / audio seconds.", callback=self._rtf)
-        r.gauge(
-            "conformer_engine_batches",
-            "Model batches the engine has run.",
-            callback=lambda: self._stat("batches"),
-        )
-        r.gauge(
-            "conformer_engine_streams_active",
-            "Streams open in the engine.",
-            callback=lambda: self._stat("active_streams"),
-        )
+        # Monotonic engine statistics: counters (rate() them).
         for name, stat, help_text in (
+            (
+                "conformer_engine_audio_seconds_total",
+                "audio_seconds",
+                "Seconds of audio the engine accepted.",
+            ),
+            (
+                "conformer_engine_compute_seconds_total",
+                "compute_seconds",
+                "Seconds the engine spent in model forwards.",
+            ),
+            ("conformer_engine_batches_total", "batches", "Model batches the engine has run."),
+            ("conformer_engine_windows_total", "windows", "Windows run through the model."),
+            ("conformer_engine_gated_windows_total", "gated_windows", "Windows skipped by the energy gate."),
+            ("conformer_engine_overloads_total", "overloads", "Overload-policy activations."),
+            ("conformer_engine_errors_total", "errors", "Failed model batches in the engine."),
+        ):
+            r.callback_counter(name, help_text, callback=lambda stat=stat: self._stat(stat))
+        # Levels: gauges.
+        r.gauge("conformer_real_time_factor", "Engine compute seconds / audio seconds.", callback=self._rtf)
+        for name, stat, help_text in (
+            ("conformer_engine_streams_active", "active_streams", "Streams open in the engine."),
             ("conformer_engine_queue_depth", "queue_depth", "Streams with a window waiting for the model."),
             (
                 "conformer_engine_queued_audio_seconds",
                 "queued_audio_seconds",
                 "Audio received but not yet run, all streams.",
             ),
-            ("conformer_engine_windows", "windows", "Windows run through the model (only increases)."),
-            (
-                "conformer_engine_gated_windows",
-                "gated_windows",
-                "Windows skipped by the energy gate (only increases).",
-            ),
-            ("conformer_engine_overloads", "overloads", "Overload-policy activations (only increases)."),
-            ("conformer_engine_errors", "errors", "Model errors in the engine (only increases)."),
         ):
             r.gauge(name, help_text, callback=lambda stat=stat: self._stat(stat))
         r.gauge(
