@@ -93,3 +93,28 @@ def test_export_layout(tmp_path, backend) -> None:
     x = torch.randn(1, 8000)
     with torch.no_grad():
         assert torch.allclose(back(x).logits, model(x).logits, atol=1e-5)
+
+
+def test_filterbank_start_is_a_mel_spaced_gabor_bank() -> None:
+    from model.training.filterbank_init import gabor_filterbank, init_feature_encoder_as_filterbank
+
+    bank = gabor_filterbank(num_bands=16, kernel_size=400)
+    assert bank.shape == (32, 400)
+    assert torch.allclose(bank.norm(dim=1), torch.ones(32), atol=1e-5)
+    # each filter's strongest frequency rises band by band, and cosine/sine partners agree
+    response = torch.fft.rfft(bank, n=4096).abs()  # (32, 2049), bins of 16000 / 4096 Hz
+    peaks = response.argmax(dim=1).float() * 16000 / 4096
+    assert torch.all(peaks[2::2] > peaks[0:-2:2])
+    assert torch.allclose(peaks[0::2], peaks[1::2], atol=2 * 16000 / 4096)
+    assert 40 < peaks[0] < 200 and peaks[-1] > 6000
+    # the quadrature pair is orthogonal: together they measure a phase-free envelope
+    assert abs(float(bank[10] @ bank[11])) < 0.05
+
+    cfg = trainer.TrainConfig(
+        model={**TINY, "conv_dim": [8, 16, 16], "conv_kernel": [64, 4, 4], "conv_stride": [80 // 5, 2, 2]}
+    )
+    model = trainer.build_model(cfg)
+    init_feature_encoder_as_filterbank(model)
+    conv = model.wav2vec2_conformer.feature_extractor.conv_layers[0].conv
+    assert torch.allclose(conv.weight[:, 0], gabor_filterbank(4, 64))
+    assert float(conv.bias.abs().max()) == 0.0

@@ -93,6 +93,7 @@ class TrainConfig:
     name: str = "en-small"
     seed: int = 1234
     model: dict[str, Any] = field(default_factory=dict)
+    filterbank_init: bool = False  # start the first conv as a Gabor filterbank (filterbank_init.py)
     # data
     train_dirs: list[str] = field(default_factory=lambda: ["corpus/train"])
     eval_dir: str = "corpus/eval"
@@ -124,7 +125,7 @@ class TrainConfig:
         data = tomllib.loads(Path(path).read_text())
         flat: dict[str, Any] = {}
         for key, value in data.items():
-            if key in ("train", "data", "optim", "log") and isinstance(value, dict):
+            if key in ("train", "data", "optim", "log", "init") and isinstance(value, dict):
                 flat.update(value)
             else:
                 flat[key] = value
@@ -359,7 +360,12 @@ def train(
     torch.manual_seed(cfg.seed)
     run_dir = run_dir or home / "runs" / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    model = build_model(cfg, backend).to(dev)
+    model = build_model(cfg, backend)
+    if cfg.filterbank_init:
+        from model.training.filterbank_init import init_feature_encoder_as_filterbank
+
+        init_feature_encoder_as_filterbank(model)
+    model = model.to(dev)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
