@@ -84,7 +84,6 @@ class EngineBridge:
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.received_s = 0.0  # seconds of audio accepted
-        self.covered_s = 0.0  # max event.end seen: how far the engine has got
         self.progress = asyncio.Event()  # set whenever an event arrives
         self._arrival_s: list[float] = []
         self._arrival_t: list[float] = []
@@ -110,7 +109,6 @@ class EngineBridge:
         now = time.monotonic()
         metrics = self.app.metrics
         if isinstance(event, Partial | Final):
-            self.covered_s = max(self.covered_s, float(event.end))
             arrived = self._arrival_of(float(event.end))
             if arrived is not None:
                 metrics.latency.observe(max(0.0, now - arrived), type=event.type)
