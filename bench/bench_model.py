@@ -7,6 +7,10 @@ processes hits them alike; after a warm-up, the best and the median of several r
 
     python bench/bench_model.py            # large model, 10 s of audio
     python bench/bench_model.py --quick    # small model, 2 s of audio (a smoke test)
+    python bench/bench_model.py --profile  # + where transformers' time goes: the GEMM/conv share bounds
+                                           #   what any fp32 rewrite of the rest can gain (Amdahl)
+    python bench/bench_model.py --trained model/pretrained/en-small   # + int8 vs fp32 transcripts of
+                                           #   tests/data/*.wav with a trained model
 """
 
 from __future__ import annotations
@@ -65,6 +69,46 @@ def test_audio(seconds: float, sample_rate: int = 16_000) -> torch.Tensor:
     return ((audio - audio.mean()) / audio.std())[None]
 
 
+# Dense-algebra kernels: what the same BLAS/oneDNN calls cost no matter how the model around them is written.
+DENSE_OPS = (
+    "aten::addmm",
+    "aten::mm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::mkldnn_convolution",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_convolution_mode",
+)
+
+
+def dense_share(call: Callable[[], Any]) -> tuple[float, float]:
+    """(total seconds, seconds in dense kernels) of one profiled call (self CPU time per op)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        call()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    dense = sum(e.self_cpu_time_total for e in events if e.key in DENSE_OPS) / 1e6
+    return total, dense
+
+
+def trained_int8_check(model_dir: Path) -> None:
+    """Greedy transcripts of the project's test audio with a trained model: fp32 vs dynamic int8."""
+    from model.audio import load_audio
+    from model.training import decoding, evaluation
+
+    model, vocab = evaluation.load_model(model_dir)
+    quantized = quantize_dynamic_int8(model)
+    greedy = decoding.GreedyDecoder(vocab)
+    root = Path(__file__).resolve().parent.parent / "tests" / "data"
+    for wav in sorted(p for p in root.iterdir() if p.suffix in {".wav", ".flac", ".ogg"}):
+        audio = load_audio(wav, 16000).astype("float32")
+        fp32 = greedy.decode(evaluation.log_probs(model, audio)).text
+        int8 = greedy.decode(evaluation.log_probs(quantized, audio)).text
+        print(f"{wav.name}: int8 transcript unchanged: {fp32 == int8} | fp32 {fp32!r} | int8 {int8!r}")
+
+
 def time_interleaved(
     candidates: dict[str, Callable[[], Any]], runs: int
 ) -> tuple[dict[str, list[float]], dict[str, Any]]:
@@ -92,6 +136,8 @@ def main() -> None:
     parser.add_argument(
         "--bf16", action="store_true", help="also time our model in bfloat16 (AMX/AVX512-BF16 CPUs)"
     )
+    parser.add_argument("--profile", action="store_true", help="also profile one call of each fp32 model")
+    parser.add_argument("--trained", type=Path, default=None, help="a trained model dir for the int8 check")
     args = parser.parse_args()
 
     import transformers
@@ -157,6 +203,21 @@ def main() -> None:
         f"int8 frame arg-max agreement: {agree.float().mean().item():.1%} of all frames, "
         f"{agree[confident].float().mean().item():.1%} of the more confident half"
     )
+    if args.profile:
+        with torch.inference_mode():
+            shares = {name: dense_share(candidates[name]) for name in ("transformers fp32", "ours fp32")}
+        for name, (total, dense) in shares.items():
+            print(
+                f"{name:>18}: profiled {total * 1000:7.0f} ms, dense GEMM/conv kernels {dense * 1000:7.0f} ms "
+                f"({dense / total:.0%}), everything else {(total - dense) * 1000:6.0f} ms"
+            )
+        total, dense = shares["transformers fp32"]
+        print(
+            f"ceiling for an fp32 rewrite that calls the same dense kernels: x{total / dense:4.2f} "
+            "(everything but the GEMMs/convs taking zero time)"
+        )
+    if args.trained is not None:
+        trained_int8_check(args.trained)
     if bf16 is not None:
         bf16_drift = (logits["ours bf16"] - reference_logits).abs().max().item()
         print(f"bf16 logits max |diff| vs transformers: {bf16_drift:.2e}")
