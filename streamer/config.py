@@ -100,6 +100,7 @@ class LimitSettings:
     text_rate_per_s: float = 20.0  # text messages per second per connection, sustained ...
     text_burst: int = 40  # ... and in a burst; beyond: error "flood", close 1008
     frame_rate_per_s: float = 2000.0  # binary frames per second per connection (bursts of twice that)
+    heap_trim_s: float = 10.0  # return freed heap to the OS this often (glibc malloc_trim); 0 = never
 
 
 @dataclass

@@ -405,7 +405,12 @@ class RecognitionEngine:
         self.runner = ModelRunner(model, settings.model.device, settings.model.dtype)
         self.set_streaming(st)
         b = settings.batching
-        self.scheduler = BatchScheduler(self.runner, max_batch=b.max_batch, max_wait_ms=b.max_wait_ms)
+        self.scheduler = BatchScheduler(
+            self.runner,
+            max_batch=b.max_batch,
+            max_wait_ms=b.max_wait_ms,
+            heap_trim_s=settings.limits.heap_trim_s,
+        )
         self.beam = self._load_beam(settings)
         self._lock = threading.Lock()
         self._streams: dict[str, RecognitionStream] = {}

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from streamer.memory import HeapTrimmer
 from streamer.windowing import Window
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,10 @@ class BatchScheduler:
         max_batch: int = 32,
         max_wait_ms: float = 20.0,
         sample_rate: int = 16_000,
+        heap_trim_s: float = 0.0,
     ) -> None:
         self.runner = runner
+        self.heap = HeapTrimmer(heap_trim_s)
         self.max_batch = max(1, int(max_batch))
         self.max_wait_s = max(0.0, max_wait_ms / 1000.0)
         self.sample_rate = sample_rate
@@ -236,6 +239,7 @@ class BatchScheduler:
                             break
                         self._cond.wait(left)
                 self.run_round()
+                self.heap.maybe_trim()
             except Exception:  # pragma: no cover - defensive: the loop must survive anything
                 log.exception("inference worker: unexpected error (continuing)")
                 time.sleep(0.01)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 
 import numpy as np
 import pytest
@@ -272,3 +273,17 @@ def test_endpointer_closes_after_silence_and_at_max_length() -> None:
     done = m.push(one_hot(ids), 0, len(ids))
     assert [u.text for u in done] == ["ababab"]
     assert m.finish().text == "c a"
+
+
+def test_heap_trimmer_runs_at_most_once_per_period() -> None:
+    from streamer.memory import HeapTrimmer
+
+    never = HeapTrimmer(0.0)
+    assert not never.maybe_trim() and never.trims == 0
+    trimmer = HeapTrimmer(0.05)
+    if not trimmer.available:
+        pytest.skip("this libc has no malloc_trim")
+    assert not trimmer.maybe_trim()  # the period starts at construction
+    time.sleep(0.06)
+    assert trimmer.maybe_trim() and not trimmer.maybe_trim()
+    assert trimmer.trims == 1
