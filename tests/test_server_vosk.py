@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
-from streamer.server.testing import running_app, test_settings, wait_for
+from streamer.server.testing import native_finals_text, running_app, test_settings, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -62,21 +62,6 @@ def vosk_text(replies: list[str]) -> str:
     return " ".join(json.loads(r)["text"] for r in replies if '"text"' in r and json.loads(r)["text"])
 
 
-async def native_text(port: int, audio: bytes) -> str:
-    async with connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:
-        await ws.send(json.dumps({"type": "start"}))
-        await ws.recv()
-        for i in range(0, len(audio), 3200):
-            await ws.send(audio[i : i + 3200])
-        await ws.send(json.dumps({"type": "end"}))
-        finals = []
-        async for message in ws:
-            m = json.loads(message)
-            if m["type"] == "final" and m["text"]:
-                finals.append(m["text"])
-        return " ".join(finals)
-
-
 def test_vosk_test_py_lockstep_and_formats(engine, model_dir, tmp_path):
     wav_path = noise_wav(tmp_path / "a.wav", 4.1, seed=21)
 
@@ -96,7 +81,7 @@ def test_vosk_test_py_lockstep_and_formats(engine, model_dir, tmp_path):
             # the transcript is the one the native protocol gives for the same audio
             with wave.open(str(wav_path), "rb") as wf:
                 audio = wf.readframes(wf.getnframes())
-            assert vosk_text([*replies, last]) == await native_text(app.port, audio)
+            assert vosk_text([*replies, last]) == await native_finals_text(app.port, audio)
             assert await wait_for(lambda: engine.stats().active_streams == 0)
 
     asyncio.run(main())

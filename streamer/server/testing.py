@@ -146,3 +146,25 @@ async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02) -> b
             return True
         await asyncio.sleep(interval)
     return bool(predicate())
+
+
+async def native_finals_text(port: int, audio: bytes, frame_bytes: int = 3200, **start: Any) -> str:
+    """Stream s16le ``audio`` to ``/v1/stream`` in real-time-sized frames; the finals' text, joined.
+
+    Asserts the server closes normally (1000) after the last final.
+    """
+    from websockets.asyncio.client import connect
+
+    async with connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:
+        await ws.send(json.dumps({"type": "start", **start}))
+        await ws.recv()
+        for i in range(0, len(audio), frame_bytes):
+            await ws.send(audio[i : i + frame_bytes])
+        await ws.send(json.dumps({"type": "end"}))
+        finals = []
+        async for message in ws:
+            event = json.loads(message)
+            if event["type"] == "final" and event["text"]:
+                finals.append(event["text"])
+        assert ws.close_code == 1000, ws.close_code
+        return " ".join(finals)
