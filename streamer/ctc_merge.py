@@ -95,15 +95,23 @@ class Utterance:
     log_probs_start: float = 0.0  # stream time of log_probs[0]
 
 
-def greedy_collapse(ids: np.ndarray, blank_id: int, prev: int | None = None) -> list[int]:
-    """Reference CTC collapse of a whole frame sequence (``prev``: label before the first frame)."""
-    out: list[int] = []
+def collapse_with_frames(ids: np.ndarray, blank_id: int, prev: int | None = None) -> list[tuple[int, int]]:
+    """CTC collapse of a frame sequence as (label, index of the frame emitting it) pairs.
+
+    ``prev``: the label before the first frame (a repeat of it emits nothing).
+    """
+    out: list[tuple[int, int]] = []
     last = blank_id if prev is None else prev
-    for i in ids.tolist():
+    for frame, i in enumerate(ids.tolist()):
         if i != blank_id and i != last:
-            out.append(i)
+            out.append((i, frame))
         last = i
     return out
+
+
+def greedy_collapse(ids: np.ndarray, blank_id: int, prev: int | None = None) -> list[int]:
+    """Reference CTC collapse of a whole frame sequence (``prev``: label before the first frame)."""
+    return [label for label, _ in collapse_with_frames(ids, blank_id, prev)]
 
 
 class CtcMerger:
@@ -269,23 +277,12 @@ class CtcMerger:
             committed, pending = (text[: cut + 1], text[cut + 1 :]) if cut >= 0 else ("", text)
         first_frame = self.utt_first_frame
         if lookahead is not None and len(lookahead):
-            ids = lookahead.argmax(axis=1)
-            more = greedy_collapse(ids, self.vocab.blank_id, self.prev)
+            more = collapse_with_frames(lookahead.argmax(axis=1), self.vocab.blank_id, self.prev)
             if not self.tokens:
-                while more and self.vocab.silent[more[0]]:
+                while more and self.vocab.silent[more[0][0]]:
                     more.pop(0)
-            pending += "".join(self.vocab.char(i) for i in more)
+            pending += "".join(self.vocab.char(i) for i, _ in more)
             if first_frame is None and more:
-                first_frame = self.next_frame + _first_emitting_frame(ids, self.vocab, self.prev)
+                first_frame = self.next_frame + more[0][1]
         start = self._t(first_frame if first_frame is not None else self.next_frame)
         return " ".join(committed.split()), " ".join(pending.split()), start
-
-
-def _first_emitting_frame(ids: np.ndarray, vocab: Vocabulary, prev: int) -> int:
-    """Index of the frame that emits the first non-silent label of the collapse of ``ids``."""
-    last = prev
-    for index, i in enumerate(ids.tolist()):
-        if i != vocab.blank_id and i != last and not vocab.silent[i]:
-            return index
-        last = i
-    return 0  # pragma: no cover - only called when the collapse has a non-silent label
