@@ -50,6 +50,18 @@ async def drain(ws, timeout: float = 30.0) -> list[dict]:
     return out
 
 
+async def assert_new_stream_served(url: str, seconds: float, seed: int) -> None:
+    """A new connection gets ready, then its events through ``end``, no error, and a normal close."""
+    async with connect(url) as ws:
+        await ws.send('{"type": "start"}')
+        assert (await next_event(ws))["type"] == "ready"
+        await ws.send(babble_bytes(seconds, seed) + bytes(2 * 16000))
+        await ws.send('{"type": "end"}')
+        rest = await drain(ws)
+        assert rest and rest[-1]["type"] == "end" and "error" not in [m["type"] for m in rest], rest
+        assert ws.close_code == 1000, ws.close_code
+
+
 class FlakyRunner:
     """Wraps the model runner; every model call (whole windows, feature encoder, encoder on cached
     features) raises while ``armed`` is set. Anything else is the real runner's."""
@@ -139,13 +151,7 @@ def test_failing_batch_errors_its_streams_only_and_the_daemon_carries_on(model_d
                 assert "error" not in kinds and "final" in kinds and kinds[-1] == "end", rest
                 assert healthy.close_code == 1000
             # and new streams work
-            async with connect(url) as fresh:
-                await fresh.send('{"type": "start"}')
-                assert (await next_event(fresh))["type"] == "ready"
-                await fresh.send(babble_bytes(1.5, 5) + bytes(2 * 16000))
-                await fresh.send('{"type": "end"}')
-                rest = await drain(fresh)
-                assert rest and rest[-1]["type"] == "end" and "error" not in [m["type"] for m in rest]
+            await assert_new_stream_served(url, 1.5, 5)
             _, text = await asyncio.to_thread(loadgen.http_get, f"{base}/metrics")
             metrics = loadgen.parse_metrics(text)
             assert loadgen.metric(metrics, "conformer_errors_total", code="internal") == 2
@@ -263,14 +269,7 @@ def test_new_streams_are_refused_with_1013_while_the_engine_worker_is_dead(model
             engine.start()
             status, _ = await asyncio.to_thread(loadgen.http_get, f"{base}/healthz")
             assert status == 200
-            async with connect(url) as ws:
-                await ws.send('{"type": "start"}')
-                assert (await next_event(ws))["type"] == "ready"
-                await ws.send(babble_bytes(1.0, 3) + bytes(2 * 16000))
-                await ws.send('{"type": "end"}')
-                rest = await drain(ws)
-                assert rest and rest[-1]["type"] == "end" and "error" not in [m["type"] for m in rest], rest
-                assert ws.close_code == 1000
+            await assert_new_stream_served(url, 1.0, 3)
 
     try:
         asyncio.run(main())
