@@ -16,7 +16,8 @@ a started worker, from the calling thread).
 
 Normalization and defaults, by measurement (``bench/plot_streaming.py --threads 1``: CPU seconds with
 one intra-op thread and passive OpenMP waits, because wall time on the shared 2-core machine mostly
-measured the neighbours; 62 s of synthesized speech; the en-small architecture):
+measured the neighbours; 62 s of synthesized speech; session 1's en-small architecture with the 7-layer
+front end; the shipped 3-layer one measures 1.47x at the default layout, docs/streaming_tradeoffs.png):
 
     layout (left/chunk/look-ahead s)   normalization   compute vs one offline forward
     2.0 / 0.5 / 0.5                    window          2.93x
