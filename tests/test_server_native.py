@@ -283,22 +283,16 @@ def test_end_timeout_grows_with_the_backlog_and_is_capped() -> None:
 
 def test_end_timeout_of_a_stream_counts_its_unprocessed_audio(model_dir) -> None:
     from streamer.engine import RecognitionEngine
+    from streamer.server.app import App
+    from streamer.server.protocol import StartConfig
     from streamer.server.session import END_TIMEOUT_BASE_S, EngineBridge, end_timeout
     from streamer.server.testing import test_settings as settings_for
 
     settings = settings_for(model_dir)
     engine = RecognitionEngine(settings)  # worker not started: nothing gets processed
 
-    class App:
-        pass
-
     async def main():
-        from streamer.server.metrics import ServerMetrics
-        from streamer.server.protocol import StartConfig
-
-        app = App()
-        app.engine, app.settings, app.metrics = engine, settings, ServerMetrics()
-        bridge = EngineBridge(app, "stream", StartConfig())
+        bridge = EngineBridge(App(settings, engine), "stream", StartConfig())  # the app is not listening
         try:
             assert bridge.end_timeout() == END_TIMEOUT_BASE_S
             bridge.accept(noise(4.0, 1), 4 * 16000)
