@@ -68,7 +68,7 @@ SENTENCES = [
 def synthesize_speech(
     seconds: float = 60.0, seed: int = 0, engine: str | None = None
 ) -> tuple[np.ndarray, str]:
-    """(16 kHz float32 audio of at least ``seconds``, its text): TTS sentences joined by 0.3-0.9 s pauses."""
+    """(16 kHz float32 audio of at least ``seconds``, its upper-case text): TTS sentences, 0.3-0.9 s pauses."""
     from model.audio import load_audio
 
     engine = engine or ("flite" if shutil.which("flite") else "espeak-ng")
@@ -97,7 +97,8 @@ def synthesize_speech(
             texts.append(text)
             total += len(speech) + pause
             i += 1
-    return np.concatenate(parts).astype(np.float32), " ".join(texts)
+    # The transcript in the model's vocabulary (upper case), so that error rates compare like with like.
+    return np.concatenate(parts).astype(np.float32), " ".join(texts).upper()
 
 
 def error_rates(hypothesis: str, reference: str) -> tuple[float, float]:
@@ -305,9 +306,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"streamed vs offline: CER {cer:.2%}, WER {wer:.2%}")
     if text:
+        # Both against the truth: tells "streaming differs" apart from "streaming is worse".
         ref_cer, ref_wer = error_rates(offline, text)
-        results.update(offline_cer_vs_text=ref_cer, offline_wer_vs_text=ref_wer)
+        stream_cer, stream_wer = error_rates(streamed, text)
+        results.update(
+            offline_cer_vs_text=ref_cer,
+            offline_wer_vs_text=ref_wer,
+            streamed_cer_vs_text=stream_cer,
+            streamed_wer_vs_text=stream_wer,
+        )
         print(f"offline vs synthesized text: CER {ref_cer:.2%}, WER {ref_wer:.2%}")
+        print(f"streamed vs synthesized text: CER {stream_cer:.2%}, WER {stream_wer:.2%}")
 
     if not args.skip_concurrency:
         engine.start()
