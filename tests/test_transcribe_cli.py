@@ -15,6 +15,7 @@ from model.tokenizer import Wav2Vec2CTCTokenizer
 from streamer import cli
 from streamer.commands import transcribe
 from streamer.commands.transcribe import Recognizer, Transcription, Word
+from streamer.server.testing import TINY_CONFIG
 
 DATA = __import__("pathlib").Path(__file__).parent / "data"
 VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "A": 5, "B": 6, "C": 7}
@@ -120,20 +121,7 @@ def tiny_model(tmp_path_factory):
     """A randomly initialised, tiny Wav2Vec2-Conformer CTC model in Hugging Face layout."""
     transformers = pytest.importorskip("transformers")
     directory = tmp_path_factory.mktemp("tiny-model")
-    config = transformers.Wav2Vec2ConformerConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(16,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        conv_depthwise_kernel_size=7,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-        pad_token_id=0,
-    )
+    config = transformers.Wav2Vec2ConformerConfig(vocab_size=len(VOCAB), **TINY_CONFIG)
     torch.manual_seed(0)
     transformers.Wav2Vec2ConformerForCTC(config).save_pretrained(directory)
     _processor().save_pretrained(directory)

@@ -23,6 +23,22 @@ from streamer.config import Settings
 TINY_VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "A": 5, "B": 6, "C": 7, "D": 8, "E": 9}
 
 
+# A 2-layer, 32-wide Wav2Vec2-Conformer: fast enough for protocol and plumbing tests (vocab size aside).
+TINY_CONFIG: dict = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "conv_dim": (16,) * 7,
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
+    "conv_depthwise_kernel_size": 7,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+    "pad_token_id": 0,
+}
+
+
 def make_tiny_model(directory: str | Path, seed: int = 0) -> Path:
     """Save a randomly initialised, tiny Wav2Vec2-Conformer CTC model (HF layout) into ``directory``."""
     import torch
@@ -31,20 +47,7 @@ def make_tiny_model(directory: str | Path, seed: int = 0) -> Path:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = Wav2Vec2ConformerConfig(
-        vocab_size=len(TINY_VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(16,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        conv_depthwise_kernel_size=7,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-        pad_token_id=0,
-    )
+    config = Wav2Vec2ConformerConfig(vocab_size=len(TINY_VOCAB), **TINY_CONFIG)
     torch.manual_seed(seed)
     model = Wav2Vec2ConformerForCTC(config)
     with torch.no_grad():  # make the blank/word-delimiter less dominant so random audio yields words
