@@ -69,9 +69,7 @@ def quantize_dynamic_int8(model: nn.Module, inplace: bool = False, engine: str |
     _as_plain_linears(model)
     backbone = {id(module) for module in getattr(model, "wav2vec2_conformer", model).modules()}
     targets = {
-        name
-        for name, module in model.named_modules()
-        if type(module) is nn.Linear and id(module) in backbone
+        name for name, module in model.named_modules() if type(module) is nn.Linear and id(module) in backbone
     }
     qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
     with warnings.catch_warnings(), _quantized_engine(engine or preferred_int8_engine()):
