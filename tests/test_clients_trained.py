@@ -48,10 +48,11 @@ pytestmark = [
 ]
 
 
-# Character error rate of what a client shows against the sentence. The interim en-small model gets
-# words partly right: CER 0.28 from a file, 0.37-0.42 through the PulseAudio microphone path (random
-# resampling phase), against ~0.7+ for a different sentence. Lower it as better models ship.
-MAX_CER = 0.5
+# Character error rate of what a client shows against the sentence. en-small gets words partly right;
+# session 2's model measured CER 0.28 from a file and 0.37-0.42 through the PulseAudio microphone path
+# (random resampling phase), against ~0.7+ for a different sentence; the step-27 284 model passes every
+# client at 0.35 (two full runs). Lower it as better models ship.
+MAX_CER = 0.35
 
 
 def recognized(text: str) -> bool:

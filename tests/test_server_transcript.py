@@ -24,9 +24,10 @@ SENTENCES = [
     "please call me back in the morning",
     "she opened the door and walked into the room",
 ]
-# Character error rate against the sentence: the interim en-small model (held-out greedy CER 36%, see its
-# model card) gets words partly right, so CER is the meaningful measure; lower it as better models ship.
-MAX_CER = 0.35
+# Character error rate against the sentence: en-small (see its model card) gets most words right, not all
+# (measured 0.03-0.12 on these sentences at step 27 284), so CER is the meaningful measure; lower it as
+# better models ship.
+MAX_CER = 0.2
 
 
 def _model_dir():
