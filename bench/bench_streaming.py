@@ -66,7 +66,7 @@ SENTENCES = [
 
 
 def synthesize_speech(
-    seconds: float = 60.0, seed: int = 0, engine: str | None = None
+    seconds: float = 60.0, seed: int = 0, engine: str | None = None, voices: list[str] | None = None
 ) -> tuple[np.ndarray, str]:
     """(16 kHz float32 audio of at least ``seconds``, its upper-case text): TTS sentences, 0.3-0.9 s pauses."""
     from model.audio import load_audio
@@ -75,7 +75,8 @@ def synthesize_speech(
     if not shutil.which(engine):
         raise RuntimeError("no speech synthesizer: install flite or espeak-ng")
     rng = np.random.default_rng(seed)
-    voices = ["kal16", "awb", "slt", "rms"] if engine == "flite" else ["en-us", "en"]
+    # One voice per sentence in turn unless told otherwise: a stream that changes speaker every sentence.
+    voices = voices or (["kal16", "awb", "slt", "rms"] if engine == "flite" else ["en-us", "en"])
     parts: list[np.ndarray] = []
     texts: list[str] = []
     total = 0
@@ -246,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=60.0, help="test audio length")
     parser.add_argument("--audio", help="use this audio file instead of synthesized speech")
+    parser.add_argument(
+        "--voices",
+        help="comma list of synthesizer voices, one per sentence in turn (default: 4 flite voices)",
+    )
     parser.add_argument("--left-context-s", dest="left_context_s", type=float)
     parser.add_argument("--chunk-s", dest="chunk_s", type=float)
     parser.add_argument("--lookahead-s", dest="lookahead_s", type=float)
@@ -285,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.audio:
         audio, text = load_audio(args.audio), ""
     else:
-        audio, text = synthesize_speech(args.seconds)
+        audio, text = synthesize_speech(args.seconds, voices=args.voices.split(",") if args.voices else None)
     seconds = len(audio) / 16000
     results: dict = {"device": device, "model": engine.model_name, "audio_seconds": seconds}
 
