@@ -59,9 +59,9 @@ def quantize_dynamic_int8(model: nn.Module, inplace: bool = False, engine: str |
     Weights get one scale per output channel: per-tensor scales let a few large rows crush the
     resolution of all others. The head's layers (CTC `lm_head`, classifiers, x-vector TDNN) stay float:
     their rounding lands directly on the logits, and they are a negligible share of the compute.
-    With the embedded model, per-tensor int8 with a quantized `lm_head` changed 2 of the 3 test
-    transcripts by a character; this keeps all 3 (`bench/bench_model.py --trained`). `engine` defaults
-    to `preferred_int8_engine()`.
+    On the embedded model's held-out utterances this moves int8 transcripts closer to fp32 than
+    per-tensor scales with an int8 head (CER between them 2.24% vs 2.37%, `bench/bench_model.py
+    --trained`). `engine` defaults to `preferred_int8_engine()`.
     """
     if not inplace:
         model = copy.deepcopy(model)
