@@ -112,26 +112,26 @@ def trained_int8_check(model_dir: Path) -> None:
 
 def held_out_agreement(model: Any, quantized: Any, greedy: Any, count: int = 80) -> None:
     """int8 vs fp32 greedy transcripts over held-out synthetic utterances (if the corpus was made here)."""
-    import json
     import random
 
     from model.audio import load_audio
     from model.training import corpus, evaluation
 
-    folder = corpus.home() / "corpus" / "eval"
-    if not (folder / "manifest.jsonl").exists():
-        print(f"no held-out corpus in {folder}: skipping the int8 agreement over many utterances")
+    items = evaluation.synthetic_items(corpus.home())
+    if not items:
+        print(
+            "no held-out corpus (conformer-streamer synthesize): skipping the int8 agreement over many utterances"
+        )
         return
-    records = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
-    records = random.Random(0).sample(records, min(count, len(records)))
+    items = random.Random(0).sample(items, min(count, len(items)))
     fp32, int8 = [], []
-    for record in records:
-        audio = load_audio(folder / record["path"], 16000).astype("float32")
+    for item in items:
+        audio = load_audio(item.path, 16000).astype("float32")
         fp32.append(greedy.decode(evaluation.log_probs(model, audio)).text)
         int8.append(greedy.decode(evaluation.log_probs(quantized, audio)).text)
     cer = evaluation.error_rates(fp32, int8)["cer"]
     same = sum(a == b for a, b in zip(fp32, int8, strict=True))
-    print(f"{len(records)} held-out utterances: int8 vs fp32 transcript CER {cer:.2%}, identical {same}")
+    print(f"{len(items)} held-out utterances: int8 vs fp32 transcript CER {cer:.2%}, identical {same}")
 
 
 def time_interleaved(

@@ -102,6 +102,11 @@ def synthesize_speech(
     return np.concatenate(parts).astype(np.float32), " ".join(texts).upper()
 
 
+def voice_list(text: str) -> list[str]:
+    """``--voices kal16,rms`` -> ["kal16", "rms"] (argparse type shared by the streaming benches)."""
+    return [voice.strip() for voice in text.split(",") if voice.strip()]
+
+
 def error_rates(hypothesis: str, reference: str) -> tuple[float, float]:
     import jiwer
 
@@ -249,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio", help="use this audio file instead of synthesized speech")
     parser.add_argument(
         "--voices",
+        type=voice_list,
         help="comma list of synthesizer voices, one per sentence in turn (default: 4 flite voices)",
     )
     parser.add_argument("--left-context-s", dest="left_context_s", type=float)
@@ -290,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.audio:
         audio, text = load_audio(args.audio), ""
     else:
-        audio, text = synthesize_speech(args.seconds, voices=args.voices.split(",") if args.voices else None)
+        audio, text = synthesize_speech(args.seconds, voices=args.voices)
     seconds = len(audio) / 16000
     results: dict = {"device": device, "model": engine.model_name, "audio_seconds": seconds}
 

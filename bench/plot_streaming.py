@@ -35,12 +35,16 @@ SWEEPS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench_streaming import voice_list
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", help="model directory (default: the embedded model)")
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--voices", help="comma list of flite voices, one per sentence in turn (default: 4)")
+    parser.add_argument(
+        "--voices", type=voice_list, help="comma list of flite voices, one per sentence in turn (default: 4)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "docs" / "streaming_tradeoffs.png"))
     parser.add_argument("--json", help="also write the measurements here")
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     settings.model.path = args.model
     settings.model.threads = args.threads
     engine = RecognitionEngine(settings)
-    audio, _ = synthesize_speech(args.seconds, voices=args.voices.split(",") if args.voices else None)
+    audio, _ = synthesize_speech(args.seconds, voices=args.voices)
     offline_s = offline_seconds(engine, audio)
     offline = engine.transcribe(audio).text
     print(
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.grid(alpha=0.3)
     fig.suptitle(
         f"Streaming trade-offs: {engine.model_name}, {len(audio) / 16000:.0f} s synthesized speech "
-        f"({args.voices or '4 voices in turn'}), {args.threads} CPU threads"
+        f"({','.join(args.voices or []) or '4 voices in turn'}), {args.threads} CPU threads"
     )
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
