@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -118,3 +119,62 @@ def test_filterbank_start_is_a_mel_spaced_gabor_bank() -> None:
     conv = model.wav2vec2_conformer.feature_extractor.conv_layers[0].conv
     assert torch.allclose(conv.weight[:, 0], gabor_filterbank(4, 64))
     assert float(conv.bias.abs().max()) == 0.0
+
+
+def test_two_voice_examples_join_different_voices_within_the_length_limit() -> None:
+    records = [
+        {"path": f"{v}-{i}.flac", "text": f"{v.upper()} {i}", "duration": 1.0 + i % 5, "voice": v}
+        for v in ("kal", "awb", "joe")
+        for i in range(40)
+    ]
+    out = trainer.pair_two_voices(records, 0.5, 8.0, (0.2, 0.4), random.Random(0))
+    joined = [r for r in out if "parts" in r]
+    assert 20 <= len(joined) <= 30  # half the records sit in pairs, a few without a partner stay single
+    used = [p["path"] for r in joined for p in r["parts"]] + [r["path"] for r in out if "parts" not in r]
+    assert sorted(used) == sorted(r["path"] for r in records)  # every utterance exactly once
+    for r in joined:
+        a, b = r["parts"]
+        assert a["voice"] != b["voice"]
+        assert r["text"] == f"{a['text']} {b['text']}"
+        assert r["duration"] <= 8.0 and 0.2 <= r["pause"] <= 0.4
+    assert trainer.pair_two_voices(records, 0.0, 8.0, (0.2, 0.4), random.Random(0)) == records
+
+
+def test_two_voice_example_audio_is_both_parts_with_a_pause(tmp_path) -> None:
+    _tiny_corpus(tmp_path)
+    records = trainer.read_records([tmp_path / "corpus" / "train"])
+    records[1]["voice"] = "other"
+    cfg = trainer.TrainConfig(p_augment=0.0, p_two_voices=1.0, pause_seconds=(0.5, 0.5))
+    joined = trainer.pair_two_voices(records, 1.0, 16.0, cfg.pause_seconds, random.Random(0))
+    assert len(joined) == 1
+    values, mask, labels = trainer.BatchDataset(joined, [[0]], cfg, seed=0)[0]
+    assert values.shape == (1, 16000 + 8000 + 16000) and bool(mask.all())
+    pause = values[0, 16000:24000]
+    assert float(pause.abs().max()) < 0.01 * float(values[0].abs().max())
+    text = trainer.decode_ids([i for x in labels[0].tolist() for i in (x, 0)])
+    assert text == f"{joined[0]['parts'][0]['text']} {joined[0]['parts'][1]['text']}"
+
+
+def test_init_from_starts_a_new_run_from_an_exported_model(tmp_path) -> None:
+    _tiny_corpus(tmp_path)
+    cfg = trainer.TrainConfig(model=TINY)
+    source = trainer.build_model(cfg)
+    trainer.export(source, tmp_path / "exported", cfg)
+    cfg = trainer.TrainConfig(
+        name="from-export",
+        model=TINY,
+        init_from=str(tmp_path / "exported"),
+        batch_seconds=4.0,
+        p_augment=0.0,
+        num_workers=0,
+        lr=1e-9,
+        eval_every=10**9,
+        threads=1,
+    )
+    out = trainer.train(cfg, tmp_path, max_steps_now=1, progress=False)
+    trained = dict(out["model"].named_parameters())  # one step at lr 1e-9 (batch-norm statistics move)
+    for key, value in source.named_parameters():
+        assert torch.allclose(trained[key], value, atol=1e-6), key
+    bad = trainer.TrainConfig(name="bad", model=TINY, init_from=str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError):
+        trainer.train(bad, tmp_path, max_steps_now=1, progress=False)

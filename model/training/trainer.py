@@ -94,6 +94,9 @@ class TrainConfig:
     seed: int = 1234
     model: dict[str, Any] = field(default_factory=dict)
     filterbank_init: bool = False  # start the first conv as a Gabor filterbank (filterbank_init.py)
+    # start from an exported model (Hugging Face layout, relative to the project root or absolute) when the
+    # run directory has no checkpoint yet; a fresh optimizer and schedule then start from step 0
+    init_from: str = ""
     # data
     train_dirs: list[str] = field(default_factory=lambda: ["corpus/train"])
     eval_dir: str = "corpus/eval"
@@ -104,6 +107,11 @@ class TrainConfig:
     eval_subset: int = 60
     augment: dict[str, Any] = field(default_factory=dict)
     p_augment: float = 0.85
+    # share of examples made of two utterances by different voices (joined by a short pause): attention over
+    # an input whose voice changes mid-way must not blend the two voices (streamed windows and whole files
+    # both meet such inputs)
+    p_two_voices: float = 0.0
+    pause_seconds: tuple[float, float] = (0.15, 0.6)
     num_workers: int = 1
     sortagrad_epochs: int = 1  # first epoch(s): shortest batches first (helps CTC leave the blank plateau)
     # optimization
@@ -133,8 +141,9 @@ class TrainConfig:
         unknown = set(flat) - known
         if unknown:
             raise ValueError(f"unknown training settings: {sorted(unknown)}")
-        if "betas" in flat:
-            flat["betas"] = tuple(flat["betas"])
+        for key in ("betas", "pause_seconds"):
+            if key in flat:
+                flat[key] = tuple(flat[key])
         return cls(**flat)
 
 
@@ -189,6 +198,55 @@ def read_records(dirs: list[Path]) -> list[dict]:
     return out
 
 
+def pair_two_voices(
+    records: list[dict], share: float, max_seconds: float, pause: tuple[float, float], rng: random.Random
+) -> list[dict]:
+    """Join a ``share`` of the records, two at a time, into examples spoken by two different voices.
+
+    A joined record carries ``parts`` (the two source records) and ``pauses`` (seconds of silence
+    between them); its duration stays ≤ ``max_seconds``. Records that find no partner stay single.
+    """
+    if share <= 0:
+        return records
+    order = list(range(len(records)))
+    rng.shuffle(order)
+    n_join = int(len(order) * share / 2)
+    firsts, pool = order[:n_join], order[n_join:]
+    singles, joined, used = [], [], set()
+    by_voice: dict[str, list[int]] = {}
+    for i in pool:
+        by_voice.setdefault(records[i]["voice"], []).append(i)
+    voices = list(by_voice)
+    for i in firsts:
+        a = records[i]
+        gap = rng.uniform(*pause)
+        partner = None
+        for _ in range(8):  # a few tries: another voice, short enough to fit
+            v = rng.choice(voices)
+            if v == a["voice"] or not by_voice[v]:
+                continue
+            j = by_voice[v][rng.randrange(len(by_voice[v]))]
+            if j not in used and a["duration"] + gap + records[j]["duration"] <= max_seconds:
+                partner = j
+                break
+        if partner is None:
+            singles.append(a)
+            continue
+        used.add(partner)
+        b = records[partner]
+        joined.append(
+            {
+                "parts": [a, b],
+                "pause": gap,
+                "voice": f"{a['voice']}+{b['voice']}",
+                "text": f"{a['text']} {b['text']}",
+                "duration": a["duration"] + gap + b["duration"],
+            }
+        )
+    singles += [records[i] for i in pool if i not in used]
+    return singles + joined
+
+
 def make_batches(
     records: list[dict], batch_seconds: float, max_batch: int, rng: random.Random, shuffle: bool = True
 ) -> list[list[int]]:
@@ -239,14 +297,24 @@ class BatchDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.batches)
 
+    def _read(self, record: dict, rng: np.random.Generator) -> np.ndarray:
+        x, _ = sf.read(record["path"], dtype="float32")
+        if rng.random() < self.cfg.p_augment:
+            x = aug.augment(x, rng, self.aug_cfg)
+        return x
+
     def __getitem__(self, k: int):
         rng = np.random.default_rng([self.seed, k])
         waves, texts = [], []
         for i in self.batches[k]:
             r = self.records[i]
-            x, _ = sf.read(r["path"], dtype="float32")
-            if rng.random() < self.cfg.p_augment:
-                x = aug.augment(x, rng, self.aug_cfg)
+            if "parts" in r:
+                a, b = (self._read(part, rng) for part in r["parts"])
+                # the pause carries a faint noise floor like the rest of the synthetic audio
+                pause = rng.normal(0, 10 ** (-70 / 20), int(r["pause"] * aug.SR)).astype(np.float32)
+                x = np.concatenate([a, pause, b])
+            else:
+                x = self._read(r, rng)
             waves.append(x)
             texts.append(r["text"])
         return collate(waves, texts)
@@ -340,6 +408,14 @@ def export(model, directory: str | Path, cfg: TrainConfig | None = None) -> Path
     return directory
 
 
+def start_from_export(model, directory: Path) -> None:
+    """Load the weights of an exported model (``export``'s layout) into a freshly built one."""
+    from model.checkpoint import load_state_dict_into, read_state_dict
+
+    load_state_dict_into(model, read_state_dict(directory), strict=True)
+    log.warning("initialized from %s", directory)
+
+
 def train(
     cfg: TrainConfig,
     home: Path,
@@ -365,6 +441,10 @@ def train(
         from model.training.filterbank_init import init_feature_encoder_as_filterbank
 
         init_feature_encoder_as_filterbank(model)
+    last = run_dir / "last.pt"
+    if cfg.init_from and not (resume and last.exists()):
+        # before the optimizer is built: loading assigns new parameter tensors
+        start_from_export(model, Path(cfg.init_from))
     model = model.to(dev)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
@@ -385,7 +465,6 @@ def train(
         "audio_seconds": 0.0,
         "history": [],
     }
-    last = run_dir / "last.pt"
     if resume and last.exists():
         ckpt = torch.load(last, map_location=dev, weights_only=False)
         model.load_state_dict(ckpt["model"])
@@ -430,6 +509,7 @@ def train(
         if not records:
             raise SystemExit("no training data: run `conformer-streamer synthesize` first")
         epoch_rng = random.Random(cfg.seed * 1000 + state["epoch"])
+        records = pair_two_voices(records, cfg.p_two_voices, cfg.max_seconds, cfg.pause_seconds, epoch_rng)
         batches = make_batches(
             records,
             cfg.batch_seconds,
