@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a virtual environment in .venv with the CPU build of PyTorch.
 #   scripts/setup.sh          runtime only
-#   scripts/setup.sh test     runtime + test tools + the system packages the tests drive
+#   scripts/setup.sh test     runtime + test tools + the lm extra (beam search tests) + the system packages the tests drive
 #   scripts/setup.sh train    runtime + speech synthesis engines for building the training corpus
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
@@ -33,7 +33,7 @@ fi
 # Pin torch first: the pinned release is the CPU build; an unpinned one pulls a multi-GB CUDA build.
 .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0"
 case "$mode" in
-  test) extras="[test]" ;;
+  test) extras="[test,lm]" ;;
   train) extras="[train]" ;;
   *) extras="" ;;
 esac
