@@ -25,6 +25,7 @@ class Item:
     id: str
     path: str
     text: str
+    group: str = ""  # the voice ("engine:voice") of a synthetic item, the source of a real one
 
 
 def synthetic_items(home: Path) -> list[Item]:
@@ -33,7 +34,8 @@ def synthetic_items(home: Path) -> list[Item]:
     for shard in sorted((root / "shards").glob("*.jsonl")):
         for line in shard.read_text().splitlines():
             r = json.loads(line)
-            items.append(Item(Path(r["path"]).stem, str(root / r["path"]), r["text"]))
+            group = f"{r['engine']}:{r['voice']}" if "engine" in r else ""
+            items.append(Item(Path(r["path"]).stem, str(root / r["path"]), r["text"], group))
     return items
 
 
@@ -43,7 +45,7 @@ def real_items(directory: Path = REAL_DIR) -> list[Item]:
         return []
     with tsv.open(newline="") as f:
         return [
-            Item(r["id"], str(directory / r["path"]), r["transcript"])
+            Item(r["id"], str(directory / r["path"]), r["transcript"], r.get("set", ""))
             for r in csv.DictReader(f, delimiter="\t")
         ]
 
@@ -113,10 +115,19 @@ def evaluate(model, vocab: dict[str, int], items: list[Item], decoders: dict[str
             row[name] = h
         per_item.append(row)
     refs = [it.text for it in items]
+    groups = sorted({it.group for it in items if it.group})
+    by_group = {}
+    for g in groups if len(groups) > 1 else []:
+        keep = [i for i, it in enumerate(items) if it.group == g]
+        by_group[g] = {
+            name: error_rates([refs[i] for i in keep], [h[i] for i in keep]) for name, h in hyps.items()
+        }
+        by_group[g]["n"] = len(keep)
     return {
         "n": len(items),
         "audio_s": audio_s,
         "rtf": model_s / max(audio_s, 1e-9),
         "rates": {name: error_rates(refs, h) for name, h in hyps.items()},
+        "by_group": by_group,  # {group: {decoder: rates, "n": items}} when the set has several groups
         "items": per_item,
     }

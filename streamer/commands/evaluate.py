@@ -61,6 +61,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{name:<10} {dec:<7} {res['n']:>4} {r['words']:>6} {100 * r['wer']:>6.1f}% {100 * r['cer']:>6.1f}% "
                 f"{res['rtf']:>7.3f}"
             )
+        for group, rates in res["by_group"].items():
+            for dec in decoders:
+                r = rates[dec]
+                print(
+                    f"  {group:<30} {dec:<7} {rates['n']:>4} {r['words']:>6} "
+                    f"{100 * r['wer']:>6.1f}% {100 * r['cer']:>6.1f}%"
+                )
         for row in res["items"][: args.show]:
             print("   REF:", row["ref"])
             for dec in decoders:

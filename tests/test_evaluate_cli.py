@@ -1,0 +1,58 @@
+"""``conformer-streamer evaluate`` on a small synthetic held-out corpus: overall and per-voice error rates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from model.training import evaluation
+
+MODEL_DIR = Path(__file__).resolve().parents[1] / "model" / "pretrained" / "en-small"
+TEXTS = ["THE BIRCH CANOE SLID ON THE SMOOTH PLANKS", "GLUE THE SHEET TO THE DARK BLUE BACKGROUND"]
+
+pytestmark = [
+    pytest.mark.skipif(not shutil.which("flite"), reason="flite not installed"),
+    pytest.mark.skipif(not (MODEL_DIR / "model.safetensors").exists(), reason="no embedded model"),
+]
+
+
+def _eval_corpus(home: Path) -> None:
+    """corpus/eval in the synthesis layout: two flite voices reading the same two sentences."""
+    root = home / "corpus" / "eval"
+    (root / "shards").mkdir(parents=True)
+    for voice in ("kal16", "rms"):
+        (root / "audio" / voice).mkdir(parents=True)
+        rows = []
+        for i, text in enumerate(TEXTS):
+            path = f"audio/{voice}/eval-flite-{voice}-{i}.wav"
+            subprocess.run(["flite", "-voice", voice, "-t", text.lower(), "-o", str(root / path)], check=True)
+            rows.append({"path": path, "text": text, "duration": 3.0, "engine": "flite", "voice": voice})
+        (root / "shards" / f"{voice}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_evaluate_prints_overall_and_per_voice_rates(tmp_path, monkeypatch, capsys) -> None:
+    from streamer import cli
+
+    _eval_corpus(tmp_path)
+    monkeypatch.setenv("CONFORMER_STREAMER_HOME", str(tmp_path))
+    out_json = tmp_path / "results.json"
+    assert cli.main(["evaluate", "--sets", "synthetic", "--threads", "1", "--json", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out_json.read_text())["synthetic"]
+    assert result["n"] == 4
+    assert sorted(result["by_group"]) == ["flite:kal16", "flite:rms"]
+    # each voice's rates are those of its own items, and the printed table carries them
+    for group, rates in result["by_group"].items():
+        rows = [r for r in result["items"] if r["id"].startswith(f"eval-{group.replace(':', '-')}")]
+        assert rates["n"] == len(rows) == 2
+        expected = evaluation.error_rates([r["ref"] for r in rows], [r["greedy"] for r in rows])
+        assert rates["greedy"] == expected
+        assert f"{group:<30} greedy     2 {expected['words']:>6} {100 * expected['wer']:>6.1f}%" in printed
+    overall = evaluation.error_rates(
+        [r["ref"] for r in result["items"]], [r["greedy"] for r in result["items"]]
+    )
+    assert result["rates"]["greedy"] == overall
