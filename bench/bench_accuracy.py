@@ -67,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     decoders = {"greedy": decoding.GreedyDecoder(vocab)}
     lm = args.lm or corpus.home() / "lm" / "en-3gram.arpa"
     if lm.exists():
-        decoders["beam+lm"] = decoding.BeamDecoder(
-            vocab, lm, alpha=args.alpha, beta=args.beta, unigrams=decoding.read_unigrams(lm)
-        )
+        decoders["beam+lm"] = decoding.BeamDecoder(vocab, lm, alpha=args.alpha, beta=args.beta)
     res = evaluation.evaluate(model, vocab, items, decoders)
     ps_hyps, ps_s = pocketsphinx_transcribe([it.path for it in items])
     ps_hyps = [normalize(h) for h in ps_hyps]

@@ -53,3 +53,18 @@ def test_beam_decoder_with_lm(tmp_path) -> None:
     out = dec.decode(_one_hot_log_probs("THE CAT SAT"))
     assert out.text == "THE CAT SAT"
     assert [w.word for w in out.words] == ["THE", "CAT", "SAT"]
+
+
+def test_beam_decoder_reads_special_tokens_as_blank() -> None:
+    """<unk>/<s> frames inside a word neither print nor split it: they decode as blank, as in greedy."""
+    pytest.importorskip("pyctcdecode")
+    lp = _one_hot_log_probs("CAT SAT")
+    lp[3] = -20.0
+    lp[3, VOCAB["<unk>"]] = 0.0  # where a blank separates the C frames from the A frames
+    lp[-1] = -20.0
+    lp[-1, VOCAB["<s>"]] = 0.0
+    out = decoding.BeamDecoder(VOCAB, beam_width=4).decode(lp, time_offset=0.5)
+    assert out.text == "CAT SAT"
+    assert [w.word for w in out.words] == ["CAT", "SAT"]
+    first, end = out.words[1].frames
+    assert out.words[1].start == pytest.approx(0.5 + first * 0.02) and end > first

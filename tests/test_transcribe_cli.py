@@ -97,7 +97,8 @@ def test_beam_decode_agrees_with_greedy_on_confident_frames():
     tokenizer = _processor().tokenizer
     log_probs = _peaked([0, 5, 5, 0, 6, 4, 4, 7, 0, 7, 1, 0])
     greedy = transcribe.greedy_decode(log_probs, tokenizer, 0.02)
-    beam = transcribe.beam_decode(log_probs, tokenizer, 0.02, beam_width=4)
+    search = transcribe.make_beam_search(tokenizer, beam_width=4)
+    beam = transcribe.beam_decode(log_probs, tokenizer, 0.02, search)
     assert beam.text == greedy.text == "ab cc"
     # pyctcdecode places word boundaries only approximately (within a couple of frames).
     assert [w.word for w in beam.words] == [w.word for w in greedy.words]
@@ -207,3 +208,34 @@ def test_audio_shorter_than_one_frame_gives_empty_text(decoder):
     for length in (1, 399):
         result = transcribe.transcribe_audio(np.ones(length, dtype=np.float32), recognizer, decoder=decoder)
         assert result == Transcription(text="")
+
+
+def test_beam_decoder_uses_the_word_lm(tmp_path, capsys):
+    """``--decoder beam --lm`` with the embedded model: an LM that knows the sentence fixes the spelling
+    that greedy decoding gets wrong; ``--lm none`` is a plain beam search."""
+    import shutil
+    import subprocess
+
+    from model import default_model_dir
+    from model.training import lm
+
+    pytest.importorskip("kenlm")
+    if not shutil.which("flite") or not (default_model_dir() / "model.safetensors").exists():
+        pytest.skip("needs flite and the embedded model")
+    sentence = "THE WEATHER IS NICE TODAY"
+    wav = tmp_path / "s.wav"
+    subprocess.run(["flite", "-voice", "kal16", "-t", sentence.lower(), "-o", str(wav)], check=True)
+    corpus = [sentence, "THE WEATHER WAS COLD YESTERDAY", "IT IS NICE TO SEE YOU", "TODAY IS THE DAY"]
+    arpa = lm.build_arpa(corpus * 3, tmp_path / "lm.arpa", order=3)
+
+    def run(*extra: str) -> str:
+        assert cli.main(["transcribe", *extra, str(wav)]) == 0
+        return capsys.readouterr().out.strip()
+
+    greedy = run()
+    with_lm = run("--decoder", "beam", "--lm", str(arpa))
+    without_lm = run("--decoder", "beam", "--lm", "none")
+    assert with_lm == sentence, (greedy, with_lm)
+    # every word the LM decoder prints is a word of the LM, which greedy and LM-free beam do not promise
+    assert set(with_lm.split()) <= {w for s in corpus for w in s.split()}
+    assert without_lm != with_lm or greedy == sentence

@@ -21,6 +21,7 @@ class WordTime:
     word: str
     start: float
     end: float
+    frames: tuple[int, int] = (0, 0)  # [first, end) frame of the word in the decoded array
 
 
 @dataclass
@@ -68,7 +69,14 @@ class GreedyDecoder:
 
 
 class BeamDecoder:
-    """pyctcdecode beam search; ``lm_path`` None → plain beam search (no LM)."""
+    """CTC prefix beam search (pyctcdecode) with an optional word n-gram LM (kenlm reads ARPA or binary).
+
+    The one beam search of the project: ``evaluate``, ``transcribe --decoder beam`` and the streaming
+    engine's finals all decode through it. Special tokens (``<s>``, ``</s>``, ``<unk>``) carry no text: their
+    probability moves to blank before the search, so they neither print nor split a word. ``lm_path`` None
+    gives a plain beam search. An ARPA file also supplies the LM's word list (``unigrams``), which
+    pyctcdecode uses to score partial words.
+    """
 
     def __init__(
         self,
@@ -79,13 +87,28 @@ class BeamDecoder:
         beam_width: int = 32,
         frame_s: float = 0.02,
         unigrams: list[str] | None = None,
+        blank: str = "<pad>",
+        delimiter: str = "|",
     ) -> None:
         from pyctcdecode import build_ctcdecoder
 
-        labels = _labels(vocab)
-        labels = ["" if t == "<pad>" else " " if t == "|" else t for t in labels]
-        # special tokens that a CTC model never emits: give them unique placeholder characters
-        labels = [chr(0x2400 + i) if t.startswith("<") else t for i, t in enumerate(labels)]
+        tokens = _labels(vocab)
+        self.blank_id = vocab.get(blank, 0)
+        self.silent_ids = [
+            i for i, t in enumerate(tokens) if i != self.blank_id and t != delimiter and len(t) != 1
+        ]
+        labels = []
+        for i, token in enumerate(tokens):
+            if i == self.blank_id:
+                labels.append("")
+            elif token == delimiter:
+                labels.append(" ")
+            elif i in self.silent_ids:  # pyctcdecode wants one unique character per label
+                labels.append(chr(0x2400 + i))
+            else:
+                labels.append(token)
+        if lm_path and unigrams is None and str(lm_path).endswith(".arpa"):
+            unigrams = read_unigrams(lm_path)
         self.beam_width = beam_width
         self.frame_s = frame_s
         self.decoder = build_ctcdecoder(
@@ -97,10 +120,13 @@ class BeamDecoder:
         )
 
     def decode(self, log_probs: np.ndarray, time_offset: float = 0.0) -> Decoded:
-        beams = self.decoder.decode_beams(np.asarray(log_probs, dtype=np.float32), beam_width=self.beam_width)
-        text, _, word_frames, _, _ = beams[0]
+        lp = np.array(log_probs, dtype=np.float32)  # a copy: the caller's array stays as it was
+        if self.silent_ids:
+            lp[:, self.blank_id] = np.logaddexp.reduce(lp[:, [self.blank_id, *self.silent_ids]], axis=1)
+            lp[:, self.silent_ids] = -1e4
+        text, _, word_frames, _, _ = self.decoder.decode_beams(lp, beam_width=self.beam_width)[0]
         words = [
-            WordTime(w, time_offset + a * self.frame_s, time_offset + b * self.frame_s)
+            WordTime(w, time_offset + a * self.frame_s, time_offset + b * self.frame_s, (a, b))
             for w, (a, b) in word_frames
         ]
         return Decoded(" ".join(text.split()), words)

@@ -41,9 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if args.decoder in ("beam", "both"):
         lm = args.lm or corpus.home() / "lm" / "en-3gram.arpa"
         lm = lm if lm and Path(lm).exists() else None
-        unigrams = decoding.read_unigrams(lm) if lm and str(lm).endswith(".arpa") else None
         decoders["beam"] = decoding.BeamDecoder(
-            vocab, lm, alpha=args.alpha, beta=args.beta, beam_width=args.beam_width, unigrams=unigrams
+            vocab, lm, alpha=args.alpha, beta=args.beta, beam_width=args.beam_width
         )
         print(f"beam: LM {lm or 'none'} alpha={args.alpha} beta={args.beta} width={args.beam_width}")
     sets = {"synthetic": lambda: evaluation.synthetic_items(corpus.home()), "real": evaluation.real_items}

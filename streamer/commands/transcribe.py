@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from model.audio import load_audio
 from model.processor import Wav2Vec2Processor
 from model.tokenizer import Wav2Vec2CTCTokenizer
 from streamer.windowing import FrameGeometry
+
+if TYPE_CHECKING:
+    from model.training.decoding import BeamDecoder
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--beam-width", type=int, default=16, help="beams kept by --decoder beam (default: 16)"
     )
+    parser.add_argument(
+        "--lm",
+        metavar="PATH",
+        help="word n-gram LM (ARPA or KenLM binary) for --decoder beam; 'none' for none (default: the LM "
+        "beside the model, else the one `conformer-streamer build-lm` wrote)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,6 +102,17 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         print(f"error: cannot load model: {error}", file=sys.stderr)
         return 2
+    search = None
+    if args.decoder == "beam":
+        from streamer.beam import find_lm
+
+        lm_path = None if args.lm == "none" else args.lm or find_lm(args.model)
+        try:
+            search = make_beam_search(recognizer.processor.tokenizer, args.beam_width, lm_path)
+        except (RuntimeError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        log.info("beam search: width %d, LM %s", args.beam_width, lm_path or "none")
     failures = 0
     for file in args.files:
         try:
@@ -101,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             failures += 1
             continue
-        result = transcribe_audio(audio, recognizer, decoder=args.decoder, beam_width=args.beam_width)
+        result = transcribe_audio(audio, recognizer, decoder=args.decoder, search=search)
         if args.json:
             print(result.to_json(file), flush=True)
         elif len(args.files) == 1:
@@ -161,9 +181,17 @@ def _load_network(directory: Path, dtype: torch.dtype, device: torch.device) -> 
 
 
 def transcribe_audio(
-    audio: np.ndarray, recognizer: Recognizer, decoder: str = "greedy", beam_width: int = 16
+    audio: np.ndarray,
+    recognizer: Recognizer,
+    decoder: str = "greedy",
+    beam_width: int = 16,
+    search: BeamDecoder | None = None,
 ) -> Transcription:
-    """Transcribe one 1-D waveform at the processor's sampling rate."""
+    """Transcribe one 1-D waveform at the processor's sampling rate.
+
+    ``decoder="beam"`` uses ``search`` (from :func:`make_beam_search`; build it once for many files) or
+    else a new one with the LM found as the daemon finds it (``streamer.beam.find_lm``).
+    """
     log_probs = frame_log_probs(audio, recognizer)
     if len(log_probs) == 0:
         return Transcription(text="")
@@ -171,7 +199,11 @@ def transcribe_audio(
     if decoder == "greedy":
         return greedy_decode(log_probs, tokenizer, recognizer.frame_seconds)
     if decoder == "beam":
-        return beam_decode(log_probs, tokenizer, recognizer.frame_seconds, beam_width)
+        if search is None:
+            from streamer.beam import find_lm
+
+            search = make_beam_search(tokenizer, beam_width, find_lm(None))
+        return beam_decode(log_probs, tokenizer, recognizer.frame_seconds, search)
     raise ValueError(f"decoder must be 'greedy' or 'beam', got {decoder!r}")
 
 
@@ -259,58 +291,41 @@ def greedy_decode(
     return Transcription(text=text, words=_cased(words, tokenizer))
 
 
-def beam_decode(
-    log_probs: torch.Tensor, tokenizer: Wav2Vec2CTCTokenizer, frame_seconds: float, beam_width: int = 16
-) -> Transcription:
-    """CTC prefix beam search (pyctcdecode, from the ``lm`` extra), without a language model here."""
+def make_beam_search(
+    tokenizer: Wav2Vec2CTCTokenizer,
+    beam_width: int = 16,
+    lm_path: str | Path | None = None,
+    lm_weight: float = 0.5,
+    word_score: float = 1.0,
+) -> BeamDecoder:
+    """The project's CTC prefix beam search (``model.training.decoding``), with a word n-gram LM if given."""
     try:
-        from pyctcdecode import build_ctcdecoder
+        from model.training.decoding import BeamDecoder
+
+        return BeamDecoder(
+            tokenizer.get_vocab(),
+            lm_path,
+            alpha=lm_weight,
+            beta=word_score,
+            beam_width=beam_width,
+            blank=tokenizer.pad_token,
+            delimiter=tokenizer.word_delimiter_token,
+        )
     except ImportError as error:
         raise RuntimeError(
-            "--decoder beam needs pyctcdecode: pip install 'conformer-streamer[lm]'"
-        ) from error
-    labels = [_beam_label(tokenizer, index) for index in range(log_probs.shape[-1])]
-    decoder = build_ctcdecoder(labels)
+            f"--decoder beam needs the lm extra: pip install 'conformer-streamer[lm]' ({error})"
+        ) from None
+
+
+def beam_decode(
+    log_probs: torch.Tensor, tokenizer: Wav2Vec2CTCTokenizer, frame_seconds: float, search: BeamDecoder
+) -> Transcription:
+    """Beam search over the whole file's frames; word times and confidences from the frames it chose."""
+    decoded = search.decode(log_probs.numpy())
     frame_confidence = log_probs.max(dim=-1).values.exp().numpy()
-    # As in greedy decoding, <s>, </s> and <unk> count as blank: move their probability there.
-    silent_ids = [
-        i
-        for i in tokenizer.all_special_ids
-        if i not in (tokenizer.word_delimiter_token_id, tokenizer.blank_id)
-    ]
-    search_log_probs = log_probs.clone()
-    blank_and_silent = log_probs[:, [tokenizer.blank_id, *silent_ids]]
-    search_log_probs[:, tokenizer.blank_id] = torch.logsumexp(blank_and_silent, dim=-1)
-    search_log_probs[:, silent_ids] = -1e4
-    text, _, word_frames, *_ = decoder.decode_beams(search_log_probs.numpy(), beam_width=beam_width)[0]
-    words = []
-    for word, (start, end) in word_frames:
-        word = _without_placeholders(word)
-        if word:
-            words.append(_timed_word(word, start, end, frame_confidence, frame_seconds))
-    text = " ".join(_without_placeholders(text).split())
-    return Transcription(
-        text=text.lower() if tokenizer.do_lower_case else text, words=_cased(words, tokenizer)
-    )
-
-
-# pyctcdecode wants one character per label; special tokens become private-use placeholders.
-_PLACEHOLDER_BASE = 0xE000
-
-
-def _beam_label(tokenizer: Wav2Vec2CTCTokenizer, index: int) -> str:
-    token = tokenizer.ids_to_tokens.get(index)
-    if token == tokenizer.pad_token:
-        return ""
-    if token == tokenizer.word_delimiter_token:
-        return " "
-    if token is None or len(token) != 1:
-        return chr(_PLACEHOLDER_BASE + index)
-    return token
-
-
-def _without_placeholders(text: str) -> str:
-    return "".join(c for c in text if not 0xE000 <= ord(c) <= 0xF8FF)
+    words = [_timed_word(w.word, *w.frames, frame_confidence, frame_seconds) for w in decoded.words]
+    text = decoded.text.lower() if tokenizer.do_lower_case else decoded.text
+    return Transcription(text=text, words=_cased(words, tokenizer))
 
 
 def _timed_word(word: str, start: int, end: int, frame_confidence: np.ndarray, frame_seconds: float) -> Word:
