@@ -121,31 +121,36 @@ def test_filterbank_start_is_a_mel_spaced_gabor_bank() -> None:
     assert float(conv.bias.abs().max()) == 0.0
 
 
-def test_two_voice_examples_join_different_voices_within_the_length_limit() -> None:
+@pytest.mark.parametrize("max_voices", [2, 4])
+def test_voice_change_examples_chain_different_voices_within_the_length_limit(max_voices) -> None:
     records = [
         {"path": f"{v}-{i}.flac", "text": f"{v.upper()} {i}", "duration": 1.0 + i % 5, "voice": v}
         for v in ("kal", "awb", "joe")
         for i in range(40)
     ]
-    out = trainer.pair_two_voices(records, 0.5, 8.0, (0.2, 0.4), random.Random(0))
+    out = trainer.chain_voices(records, 0.5, 12.0, (0.2, 0.4), random.Random(0), max_voices)
     joined = [r for r in out if "parts" in r]
-    assert 20 <= len(joined) <= 30  # half the records sit in pairs, a few without a partner stay single
+    in_chains = sum(len(r["parts"]) for r in joined)
+    assert 0.35 * len(records) <= in_chains <= 0.6 * len(records)  # about half, some firsts stay single
     used = [p["path"] for r in joined for p in r["parts"]] + [r["path"] for r in out if "parts" not in r]
     assert sorted(used) == sorted(r["path"] for r in records)  # every utterance exactly once
+    assert max(len(r["parts"]) for r in joined) == max_voices
     for r in joined:
-        a, b = r["parts"]
-        assert a["voice"] != b["voice"]
-        assert r["text"] == f"{a['text']} {b['text']}"
-        assert r["duration"] <= 8.0 and 0.2 <= r["pause"] <= 0.4
-    assert trainer.pair_two_voices(records, 0.0, 8.0, (0.2, 0.4), random.Random(0)) == records
+        parts = r["parts"]
+        assert 2 <= len(parts) <= max_voices and len(r["pauses"]) == len(parts) - 1
+        assert all(a["voice"] != b["voice"] for a, b in zip(parts, parts[1:], strict=False))
+        assert r["text"] == " ".join(p["text"] for p in parts)
+        assert r["duration"] == pytest.approx(sum(p["duration"] for p in parts) + sum(r["pauses"]))
+        assert r["duration"] <= 12.0 and all(0.2 <= g <= 0.4 for g in r["pauses"])
+    assert trainer.chain_voices(records, 0.0, 12.0, (0.2, 0.4), random.Random(0)) == records
 
 
-def test_two_voice_example_audio_is_both_parts_with_a_pause(tmp_path) -> None:
+def test_voice_change_example_audio_is_the_parts_with_pauses(tmp_path) -> None:
     _tiny_corpus(tmp_path)
     records = trainer.read_records([tmp_path / "corpus" / "train"])
     records[1]["voice"] = "other"
-    cfg = trainer.TrainConfig(p_augment=0.0, p_two_voices=1.0, pause_seconds=(0.5, 0.5))
-    joined = trainer.pair_two_voices(records, 1.0, 16.0, cfg.pause_seconds, random.Random(0))
+    cfg = trainer.TrainConfig(p_augment=0.0, p_voice_change=1.0, pause_seconds=(0.5, 0.5))
+    joined = trainer.chain_voices(records, 1.0, 16.0, cfg.pause_seconds, random.Random(0))
     assert len(joined) == 1
     values, mask, labels = trainer.BatchDataset(joined, [[0]], cfg, seed=0)[0]
     assert values.shape == (1, 16000 + 8000 + 16000) and bool(mask.all())

@@ -107,10 +107,11 @@ class TrainConfig:
     eval_subset: int = 60
     augment: dict[str, Any] = field(default_factory=dict)
     p_augment: float = 0.85
-    # share of examples made of two utterances by different voices (joined by a short pause): attention over
-    # an input whose voice changes mid-way must not blend the two voices (streamed windows and whole files
-    # both meet such inputs)
-    p_two_voices: float = 0.0
+    # share of utterances that go into examples chaining 2..max_voices utterances, each by another voice
+    # than the one before (joined by short pauses): a model trained on one voice per input degrades on
+    # inputs whose voice changes, the more the longer they are (whole files, conversations)
+    p_voice_change: float = 0.0
+    max_voices: int = 2
     pause_seconds: tuple[float, float] = (0.15, 0.6)
     num_workers: int = 1
     sortagrad_epochs: int = 1  # first epoch(s): shortest batches first (helps CTC leave the blank plateau)
@@ -198,49 +199,64 @@ def read_records(dirs: list[Path]) -> list[dict]:
     return out
 
 
-def pair_two_voices(
-    records: list[dict], share: float, max_seconds: float, pause: tuple[float, float], rng: random.Random
+def chain_voices(
+    records: list[dict],
+    share: float,
+    max_seconds: float,
+    pause: tuple[float, float],
+    rng: random.Random,
+    max_voices: int = 2,
 ) -> list[dict]:
-    """Join a ``share`` of the records, two at a time, into examples spoken by two different voices.
+    """Join about a ``share`` of the records into examples of 2..``max_voices`` utterances in turn, each
+    spoken by another voice than the one before it.
 
-    A joined record carries ``parts`` (the two source records) and ``pauses`` (seconds of silence
-    between them); its duration stays ≤ ``max_seconds``. Records that find no partner stay single.
+    A joined record carries ``parts`` (its source records, in order), ``pauses`` (seconds of silence
+    after each part but the last) and the joined text; its duration stays ≤ ``max_seconds``. A first
+    utterance that finds no partner stays single; every record is used exactly once.
     """
     if share <= 0:
         return records
     order = list(range(len(records)))
     rng.shuffle(order)
-    n_join = int(len(order) * share / 2)
-    firsts, pool = order[:n_join], order[n_join:]
-    singles, joined, used = [], [], set()
+    mean_parts = (2 + max(2, max_voices)) / 2
+    n_chains = int(len(order) * share / mean_parts)
+    firsts, pool = order[:n_chains], order[n_chains:]
     by_voice: dict[str, list[int]] = {}
     for i in pool:
         by_voice.setdefault(records[i]["voice"], []).append(i)
     voices = list(by_voice)
+    singles, joined, used = [], [], set()
     for i in firsts:
-        a = records[i]
-        gap = rng.uniform(*pause)
-        partner = None
-        for _ in range(8):  # a few tries: another voice, short enough to fit
-            v = rng.choice(voices)
-            if v == a["voice"] or not by_voice[v]:
-                continue
-            j = by_voice[v][rng.randrange(len(by_voice[v]))]
-            if j not in used and a["duration"] + gap + records[j]["duration"] <= max_seconds:
-                partner = j
+        parts, pauses = [records[i]], []
+        duration = records[i]["duration"]
+        want = rng.randint(2, max(2, max_voices))
+        while len(parts) < want:
+            gap = rng.uniform(*pause)
+            partner = None
+            for _ in range(8):  # a few tries: another voice, unused, short enough to fit
+                v = rng.choice(voices)
+                if v == parts[-1]["voice"] or not by_voice[v]:
+                    continue
+                j = by_voice[v][rng.randrange(len(by_voice[v]))]
+                if j not in used and duration + gap + records[j]["duration"] <= max_seconds:
+                    partner = j
+                    break
+            if partner is None:
                 break
-        if partner is None:
-            singles.append(a)
+            used.add(partner)
+            parts.append(records[partner])
+            pauses.append(gap)
+            duration += gap + records[partner]["duration"]
+        if len(parts) == 1:
+            singles.append(parts[0])
             continue
-        used.add(partner)
-        b = records[partner]
         joined.append(
             {
-                "parts": [a, b],
-                "pause": gap,
-                "voice": f"{a['voice']}+{b['voice']}",
-                "text": f"{a['text']} {b['text']}",
-                "duration": a["duration"] + gap + b["duration"],
+                "parts": parts,
+                "pauses": pauses,
+                "voice": "+".join(r["voice"] for r in parts),
+                "text": " ".join(r["text"] for r in parts),
+                "duration": duration,
             }
         )
     singles += [records[i] for i in pool if i not in used]
@@ -309,10 +325,13 @@ class BatchDataset(torch.utils.data.Dataset):
         for i in self.batches[k]:
             r = self.records[i]
             if "parts" in r:
-                a, b = (self._read(part, rng) for part in r["parts"])
-                # the pause carries a faint noise floor like the rest of the synthetic audio
-                pause = rng.normal(0, 10 ** (-70 / 20), int(r["pause"] * aug.SR)).astype(np.float32)
-                x = np.concatenate([a, pause, b])
+                pieces = []
+                for k, part in enumerate(r["parts"]):
+                    if k:  # the pause carries a faint noise floor like the rest of the synthetic audio
+                        gap = int(r["pauses"][k - 1] * aug.SR)
+                        pieces.append(rng.normal(0, 10 ** (-70 / 20), gap).astype(np.float32))
+                    pieces.append(self._read(part, rng))
+                x = np.concatenate(pieces)
             else:
                 x = self._read(r, rng)
             waves.append(x)
@@ -509,7 +528,9 @@ def train(
         if not records:
             raise SystemExit("no training data: run `conformer-streamer synthesize` first")
         epoch_rng = random.Random(cfg.seed * 1000 + state["epoch"])
-        records = pair_two_voices(records, cfg.p_two_voices, cfg.max_seconds, cfg.pause_seconds, epoch_rng)
+        records = chain_voices(
+            records, cfg.p_voice_change, cfg.max_seconds, cfg.pause_seconds, epoch_rng, cfg.max_voices
+        )
         batches = make_batches(
             records,
             cfg.batch_seconds,
