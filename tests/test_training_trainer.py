@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -138,7 +139,7 @@ def test_voice_change_examples_chain_different_voices_within_the_length_limit(ma
     for r in joined:
         parts = r["parts"]
         assert 2 <= len(parts) <= max_voices and len(r["pauses"]) == len(parts) - 1
-        assert all(a["voice"] != b["voice"] for a, b in zip(parts, parts[1:], strict=False))
+        assert all(a["voice"] != b["voice"] for a, b in itertools.pairwise(parts))
         assert r["text"] == " ".join(p["text"] for p in parts)
         assert r["duration"] == pytest.approx(sum(p["duration"] for p in parts) + sum(r["pauses"]))
         assert r["duration"] <= 12.0 and all(0.2 <= g <= 0.4 for g in r["pauses"])

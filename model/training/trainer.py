@@ -221,10 +221,6 @@ def chain_voices(
     mean_parts = (2 + max(2, max_voices)) / 2
     n_chains = int(len(order) * share / mean_parts)
     firsts, pool = order[:n_chains], order[n_chains:]
-    by_voice: dict[str, list[int]] = {}
-    for i in pool:
-        by_voice.setdefault(records[i]["voice"], []).append(i)
-    voices = list(by_voice)
     singles, joined, used = [], [], set()
     for i in firsts:
         parts, pauses = [records[i]], []
@@ -233,12 +229,15 @@ def chain_voices(
         while len(parts) < want:
             gap = rng.uniform(*pause)
             partner = None
-            for _ in range(8):  # a few tries: another voice, unused, short enough to fit
-                v = rng.choice(voices)
-                if v == parts[-1]["voice"] or not by_voice[v]:
-                    continue
-                j = by_voice[v][rng.randrange(len(by_voice[v]))]
-                if j not in used and duration + gap + records[j]["duration"] <= max_seconds:
+            for _ in range(
+                16
+            ):  # a few draws (voices weighted by their utterances): another voice, unused, fits
+                j = pool[rng.randrange(len(pool))]
+                if (
+                    j not in used
+                    and records[j]["voice"] != parts[-1]["voice"]
+                    and duration + gap + records[j]["duration"] <= max_seconds
+                ):
                     partner = j
                     break
             if partner is None:
