@@ -50,9 +50,9 @@ pytestmark = [
 
 # Character error rate of what a client shows against the sentence. en-small gets words partly right;
 # session 2's model measured CER 0.28 from a file and 0.37-0.42 through the PulseAudio microphone path
-# (random resampling phase), against ~0.7+ for a different sentence; the step-27 284 model passes every
-# client at 0.35 (two full runs). Lower it as better models ship.
-MAX_CER = 0.35
+# (random resampling phase), against ~0.7+ for a different sentence; the stage-3 model (session 4)
+# measured 0.16 offline on this sentence. Lower it as better models ship.
+MAX_CER = 0.3
 
 
 def recognized(text: str) -> bool:
@@ -61,7 +61,9 @@ def recognized(text: str) -> bool:
         return bool(re.search(r"\w", shown))
     from model.training.evaluation import edit_distance
 
-    for line in shown.lower().splitlines():  # one final per line; looped audio repeats the sentence
+    # one final per line (looped audio repeats the sentence), or one per SRT cue, whose text wraps lines
+    candidates = shown.lower().splitlines() + [" ".join(cue.split()) for cue in shown.lower().split("\n\n")]
+    for line in candidates:
         heard = " ".join(re.findall(r"[a-z']+", line))
         if heard and edit_distance(list(SENTENCE), list(heard)) / len(SENTENCE) <= MAX_CER:
             return True

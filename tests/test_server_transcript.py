@@ -25,9 +25,9 @@ SENTENCES = [
     "she opened the door and walked into the room",
 ]
 # Character error rate against the sentence: en-small (see its model card) gets most words right, not all
-# (measured 0.03-0.12 on these sentences at step 27 284), so CER is the meaningful measure; lower it as
-# better models ship.
-MAX_CER = 0.2
+# (measured 0.0-0.08 on these sentences with the stage-3 model of session 4), so CER is the meaningful
+# measure; lower it as better models ship.
+MAX_CER = 0.15
 
 
 def _model_dir():
