@@ -1,9 +1,14 @@
 """``conformer-streamer transcribe``: offline transcription of audio files, with word timings.
 
-Files up to a minute go through the model in one pass. Longer ones are cut into overlapping windows
+Files up to 15 s go through the model in one pass. Longer ones are cut into overlapping 15 s windows
 and each window contributes only the frames away from its edges, where the model saw enough context
 on both sides; the kept frames are joined and decoded once, so words cut by a window edge come out
 whole. (The streaming engine has its own, incremental path; this one favours simplicity.)
+
+Why 15 s and not a whole minute: with the embedded model, 62 s of synthesized sentences came out better
+in 15 s windows than in one pass, for one voice (CER 7.2% vs 8.0%, kal16; 8.3% vs 9.0%, awb) and far
+more when the voice changes between sentences (13-14% vs 23-24%); 10 s windows were no better. The
+model was trained on inputs of at most 16 s.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WHOLE_FILE_LIMIT_S = 60.0  # longer files are windowed
-WINDOW_S = 30.0
+WHOLE_FILE_LIMIT_S = 15.0  # longer files are windowed
+WINDOW_S = 15.0
 WINDOW_CONTEXT_S = 3.0  # frames this close to a window edge (inside the file) are taken from a neighbour
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
