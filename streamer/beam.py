@@ -46,11 +46,11 @@ def find_lm(model_path: str | None) -> str | None:
     return next((str(c) for c in candidates if c.is_file()), None)
 
 
-def word_confidence(log_probs: np.ndarray, frames: tuple[int, int]) -> float:
-    """Mean over a word's frames of the most likely token's probability (what greedy words carry too)."""
-    first, end = frames
-    probs = np.exp(log_probs[first : max(end, first + 1)].max(axis=1))
-    return round(float(probs.mean()), 3) if len(probs) else 0.0
+def word_confidence(frame_confidence: np.ndarray, first: int, end: int) -> float:
+    """Mean of the per-frame confidence (the most likely token's probability) over a word's frames
+    ``[first, end)``, at least one frame: what greedy and beam words both carry."""
+    frames = frame_confidence[first : max(end, first + 1)]
+    return float(frames.mean()) if len(frames) else 0.0
 
 
 class UtteranceBeamSearch:
@@ -74,12 +74,13 @@ class UtteranceBeamSearch:
         lp = np.asarray(utterance.log_probs, dtype=np.float32)
         self.decoder.frame_s = frame_seconds
         decoded = self.decoder.decode(lp, time_offset=utterance.log_probs_start)
+        frame_confidence = np.exp(lp.max(axis=1))
         words = tuple(
             Word(
                 w.word.lower() if self.vocab.lower else w.word,
                 round(w.start, 3),
                 round(w.end, 3),
-                word_confidence(lp, w.frames),
+                round(word_confidence(frame_confidence, *w.frames), 3),
             )
             for w in decoded.words
         )

@@ -218,20 +218,19 @@ def chain_voices(
         return records
     order = list(range(len(records)))
     rng.shuffle(order)
-    mean_parts = (2 + max(2, max_voices)) / 2
-    n_chains = int(len(order) * share / mean_parts)
+    most = max(2, max_voices)
+    n_chains = int(len(order) * share / ((2 + most) / 2))  # chains hold (2 + most) / 2 parts on average
     firsts, pool = order[:n_chains], order[n_chains:]
     singles, joined, used = [], [], set()
     for i in firsts:
         parts, pauses = [records[i]], []
         duration = records[i]["duration"]
-        want = rng.randint(2, max(2, max_voices))
+        want = rng.randint(2, most)
         while len(parts) < want:
             gap = rng.uniform(*pause)
             partner = None
-            for _ in range(
-                16
-            ):  # a few draws (voices weighted by their utterances): another voice, unused, fits
+            # a few draws (so voices are weighted by their utterances): another voice, unused, fits
+            for _ in range(16):
                 j = pool[rng.randrange(len(pool))]
                 if (
                     j not in used
@@ -325,9 +324,9 @@ class BatchDataset(torch.utils.data.Dataset):
             r = self.records[i]
             if "parts" in r:
                 pieces = []
-                for k, part in enumerate(r["parts"]):
-                    if k:  # the pause carries a faint noise floor like the rest of the synthetic audio
-                        gap = int(r["pauses"][k - 1] * aug.SR)
+                for n, part in enumerate(r["parts"]):
+                    if n:  # the pause carries a faint noise floor like the rest of the synthetic audio
+                        gap = int(r["pauses"][n - 1] * aug.SR)
                         pieces.append(rng.normal(0, 10 ** (-70 / 20), gap).astype(np.float32))
                     pieces.append(self._read(part, rng))
                 x = np.concatenate(pieces)

@@ -28,6 +28,7 @@ import torch
 from model.audio import load_audio
 from model.processor import Wav2Vec2Processor
 from model.tokenizer import Wav2Vec2CTCTokenizer
+from streamer.beam import word_confidence
 from streamer.windowing import FrameGeometry
 
 if TYPE_CHECKING:
@@ -335,8 +336,7 @@ def beam_decode(
 
 def _timed_word(word: str, start: int, end: int, frame_confidence: np.ndarray, frame_seconds: float) -> Word:
     start, end = int(start), max(int(end), int(start) + 1)
-    frames = frame_confidence[start:end]
-    confidence = float(frames.mean()) if len(frames) else 0.0
+    confidence = word_confidence(frame_confidence, start, end)
     return Word(
         word=word,
         start=round(start * frame_seconds, 3),
