@@ -7,8 +7,8 @@ whole. (The streaming engine has its own, incremental path; this one favours sim
 
 Why 15 s and not a whole minute: with the embedded model, 62 s of synthesized sentences came out better
 in 15 s windows than in one pass, for one voice (CER 7.2% vs 8.0%, kal16; 8.3% vs 9.0%, awb) and far
-more when the voice changes between sentences (13-14% vs 23-24%); 10 s windows were no better. The
-model was trained on inputs of at most 16 s.
+more when the voice changes between sentences (13-14% vs 23-24%); 10 s windows were no better
+(`bench/bench_offline_windows.py`). The model was trained on inputs of at most 16 s.
 """
 
 from __future__ import annotations
