@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up a virtual environment in .venv with the CPU build of PyTorch.
-#   scripts/setup.sh          runtime only
+#   scripts/setup.sh          runtime, and the lm extra (beam search with the word LM) if it builds
 #   scripts/setup.sh test     runtime + test tools + the lm extra (beam search tests) + the system packages the tests drive
-#   scripts/setup.sh train    runtime + speech synthesis engines for building the training corpus
+#   scripts/setup.sh train    runtime + the lm extra + speech synthesis engines for building the training corpus
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,13 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0"
 case "$mode" in
   test) extras="[test,lm]" ;;
-  train) extras="[train]" ;;
+  train) extras="[train,lm]" ;;
   *) extras="" ;;
 esac
 .venv/bin/pip install -q --disable-pip-version-check -e ".$extras" "torch==2.13.0"
+if [ "$mode" = run ]; then
+  # beam search with the embedded model's word LM (kenlm compiles from source, about a minute); without
+  # it everything works and decoding is greedy
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[lm]" "torch==2.13.0" \
+    || echo "setup: the lm extra (pyctcdecode, kenlm) did not install; decoding will be greedy" >&2
+fi

@@ -9,11 +9,14 @@ The search itself is the project's one beam decoder, ``model.training.decoding.B
 and kenlm, the ``lm`` extra). The LM is ``decoder.lm_path``, or else the first one found beside the model
 or in the training cache (``lm/en-3gram.arpa``, written by ``conformer-streamer build-lm``);
 ``lm_weight``/``word_score`` are its alpha/beta. Without the ``lm`` extra, ``decoder.method = "beam"``
-fails at engine start with a clear message instead of decoding greedily.
+fails at engine start with a clear message instead of decoding greedily; the default, ``"auto"``, picks
+beam search when the model ships its LM (the embedded model does: ``lm.arpa.gz``) and the extra is
+installed, greedy otherwise (`resolve_decoder`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +25,38 @@ import numpy as np
 from streamer.ctc_merge import Utterance, Vocabulary
 from streamer.events import Word
 
+MODEL_LM_NAMES = ("lm.arpa.gz", "lm.arpa", "lm.bin")  # an LM shipped inside a model directory
+DECODER_METHODS = ("auto", "greedy", "beam")
 
-def find_lm(model_path: str | None) -> str | None:
-    """The n-gram LM that goes with the model: in its directory, else the training cache's."""
-    candidates = []
+
+def _model_dir(model_path: str | None) -> Path | None:
     if model_path is None:
         try:
             from model import default_model_dir
 
-            model_path = str(default_model_dir())
+            return Path(default_model_dir())
         except ImportError:
-            pass
-    if model_path:
-        candidates += [
-            Path(model_path) / n for n in ("lm.arpa", "lm.bin", "en-3gram.arpa", "lm/en-3gram.arpa")
-        ]
+            return None
+    return Path(model_path)
+
+
+def model_lm(model_path: str | None) -> str | None:
+    """The LM shipped inside the model's directory (``None`` = the embedded default model), if any."""
+    directory = _model_dir(model_path)
+    if directory is None:
+        return None
+    return next((str(directory / n) for n in MODEL_LM_NAMES if (directory / n).is_file()), None)
+
+
+def find_lm(model_path: str | None) -> str | None:
+    """The n-gram LM that goes with the model: in its directory, else the training cache's."""
+    shipped = model_lm(model_path)
+    if shipped is not None:
+        return shipped
+    candidates = []
+    directory = _model_dir(model_path)
+    if directory is not None:
+        candidates += [directory / "en-3gram.arpa", directory / "lm" / "en-3gram.arpa"]
     try:
         from model.training.corpus import home
 
@@ -44,6 +64,32 @@ def find_lm(model_path: str | None) -> str | None:
     except Exception:
         pass
     return next((str(c) for c in candidates if c.is_file()), None)
+
+
+def beam_search_installed() -> bool:
+    """pyctcdecode and kenlm (the ``lm`` extra) are importable."""
+    return all(importlib.util.find_spec(name) is not None for name in ("pyctcdecode", "kenlm"))
+
+
+def resolve_decoder(method: str, lm_path: str | None, model_path: str | None) -> tuple[str, str | None, str]:
+    """``(method, lm_path, why)`` with ``"auto"`` settled: beam search with the model's own LM when the
+    ``lm`` extra is installed and the model ships an LM (or ``lm_path`` names one), else greedy.
+
+    ``auto`` never borrows the training cache's LM: a model with another vocabulary would get an LM whose
+    words it cannot spell. An explicit ``beam`` still searches there (see `find_lm`).
+    """
+    if method not in DECODER_METHODS:
+        raise ValueError(f"decoder method must be one of {DECODER_METHODS}, got {method!r}")
+    if method == "greedy":
+        return "greedy", None, "asked for"
+    if method == "beam":
+        return "beam", lm_path or find_lm(model_path), "asked for"
+    lm_path = lm_path or model_lm(model_path)
+    if lm_path is None:
+        return "greedy", None, "auto: the model ships no LM"
+    if not beam_search_installed():
+        return "greedy", None, "auto: pyctcdecode/kenlm not installed (pip install 'conformer-streamer[lm]')"
+    return "beam", lm_path, "auto: the model's LM and the lm extra are present"
 
 
 def word_confidence(frame_confidence: np.ndarray, first: int, end: int) -> float:
@@ -87,9 +133,8 @@ class UtteranceBeamSearch:
         return " ".join(w.word for w in words), words
 
 
-def make_beam_decoder(settings: Any, vocab: Vocabulary, model_path: str | None) -> UtteranceBeamSearch:
-    """The engine's beam search, with ``settings.lm_path`` or the LM found for the model."""
-    lm_path = settings.lm_path or find_lm(model_path)
+def make_beam_decoder(settings: Any, vocab: Vocabulary, lm_path: str | None) -> UtteranceBeamSearch:
+    """The engine's beam search with the LM at ``lm_path`` (see `resolve_decoder`), or none."""
     try:
         return UtteranceBeamSearch(vocab, settings, lm_path)
     except ImportError as exc:

@@ -62,7 +62,9 @@ class BatchingSettings:
 class DecoderSettings:
     """CTC decoding."""
 
-    method: str = "greedy"  # "greedy" | "beam"
+    method: str = (
+        "auto"  # "auto" (beam with the model's own LM when the lm extra is installed) | "greedy" | "beam"
+    )
     beam_width: int = 16
     lm_path: str | None = None  # n-gram LM (ARPA or KenLM binary); None = the embedded one if present
     lm_weight: float = 0.5

@@ -514,14 +514,15 @@ class RecognitionEngine:
     # -- decoding ----------------------------------------------------------------------------------
 
     def _load_beam(self, settings: Settings) -> Any:
-        method = settings.decoder.method
+        from streamer.beam import make_beam_decoder, resolve_decoder
+
+        method, lm_path, why = resolve_decoder(
+            settings.decoder.method, settings.decoder.lm_path, self.settings.model.path
+        )
+        log.info("finals decoder: %s (%s), LM %s", method, why, lm_path or "none")
         if method == "greedy":
             return None
-        if method != "beam":
-            raise ValueError(f"decoder.method must be 'greedy' or 'beam', got {method!r}")
-        from streamer.beam import make_beam_decoder
-
-        return make_beam_decoder(settings.decoder, self.vocab, self.settings.model.path)
+        return make_beam_decoder(settings.decoder, self.vocab, lm_path)
 
     def _beam_decode(self, utterance: Utterance) -> tuple[str, tuple[Word, ...]]:
         return self.beam.decode_utterance(utterance, self.geometry.stride / MODEL_SAMPLE_RATE)

@@ -6,6 +6,7 @@ frame geometry, chunking invariance, event protocol, overload policies, error is
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 import time
@@ -310,3 +311,34 @@ def test_beam_search_finals(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
     for f in finals:
         assert f.text == " ".join(w.word for w in f.words)
         assert all(f.start - 0.5 <= w.start <= w.end <= f.end + 0.5 for w in f.words)
+
+
+def test_auto_decoder_is_beam_only_with_the_models_own_lm(tiny_dir: Path, tmp_path: Path) -> None:
+    """decoder.method=auto (the default): greedy for a model without an LM, even when the training
+    cache has one; beam with the LM shipped in the model's directory when the lm extra is installed."""
+    import shutil
+
+    from model.training import lm
+    from streamer.beam import resolve_decoder
+
+    assert Settings().decoder.method == "auto"
+    assert RecognitionEngine(make_settings(tiny_dir)).beam is None
+    assert resolve_decoder("auto", None, str(tiny_dir))[:2] == ("greedy", None)
+    assert resolve_decoder("greedy", None, str(tiny_dir))[0] == "greedy"
+    with pytest.raises(ValueError, match="decoder method"):
+        resolve_decoder("viterbi", None, str(tiny_dir))
+
+    with_lm = tmp_path / "with-lm"
+    shutil.copytree(tiny_dir, with_lm)
+    lm.build_arpa(["hello world", "hello there"], with_lm / "lm.arpa.gz", order=2)
+    method, lm_path, why = resolve_decoder("auto", None, str(with_lm))
+    if importlib.util.find_spec("pyctcdecode") is None or importlib.util.find_spec("kenlm") is None:
+        assert (method, lm_path) == ("greedy", None) and "not installed" in why
+        return
+    assert (method, lm_path) == ("beam", str(with_lm / "lm.arpa.gz"))
+    s = make_settings(with_lm)
+    s.decoder.beam_width = 4
+    eng = RecognitionEngine(s)
+    assert eng.beam is not None
+    finals = eng.transcribe_stream(babble(3.0, seed=3), 4000)
+    assert all(f.text == " ".join(w.word for w in f.words) for f in finals)

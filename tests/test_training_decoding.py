@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pytest
 
@@ -35,6 +37,24 @@ def test_arpa_is_normalized(tmp_path) -> None:
         total = sum(10 ** model.BaseScore(state, w, kenlm.State()) for w in vocab)
         assert 0.98 < total <= 1.0001
     assert model.score("THE CAT SAT ON THE MAT") > model.score("MAT THE ON SAT CAT THE")
+
+
+def test_pruned_arpa_keeps_every_context_and_loads_gzipped(tmp_path) -> None:
+    """Pruning bigrams must keep those that are contexts of kept trigrams (kenlm refuses the file else)."""
+    kenlm = pytest.importorskip("kenlm")
+    sentences = ["THE CAT SAT ON THE MAT"] * 3 + ["A DOG SAT", "THE CAT RAN"]
+    model = lm.build_kn(sentences, order=3, prune=(2, 2))
+    bigrams, trigrams = model["probs"][1], model["probs"][2]
+    assert trigrams and all(gram[:-1] in bigrams for gram in trigrams)
+    assert ("A", "DOG") not in bigrams  # a singleton bigram that no kept trigram needs
+    path = lm.write_arpa(model, tmp_path / "t.arpa")
+    packed = tmp_path / "t.arpa.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    assert kenlm.Model(str(packed)).score("THE CAT SAT") == pytest.approx(
+        kenlm.Model(str(path)).score("THE CAT SAT")
+    )
+    assert decoding.read_unigrams(packed) == decoding.read_unigrams(path)
+    assert "DOG" in decoding.read_unigrams(packed)
 
 
 def test_greedy_decoder_text_and_word_times() -> None:

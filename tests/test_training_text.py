@@ -19,6 +19,9 @@ from model.training.text import EvalFilter, normalize, number_words, year_words
         ("Don\u2019t \u2018quote\u2019 me, O'Brien's ladies'", "DON'T QUOTE ME O'BRIEN'S LADIES'"),
         ("Caf\u00e9 na\u00efve \u2014 r\u00e9sum\u00e9!", "CAFE NAIVE RESUME"),
         ("1,000,000 people", "ONE MILLION PEOPLE"),
+        ("I will see you to-day, and to-morrow.", "I WILL SEE YOU TODAY AND TOMORROW"),
+        ("Every body said any thing; stay to-night", "EVERYBODY SAID ANYTHING STAY TONIGHT"),
+        ("From day to day, from morning to night", "FROM DAY TO DAY FROM MORNING TO NIGHT"),
     ],
 )
 def test_normalize(raw: str, expected: str) -> None:

@@ -10,6 +10,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,17 +112,18 @@ class BeamDecoder:
                 labels.append(chr(0x2400 + i))
             else:
                 labels.append(token)
-        if lm_path and unigrams is None and str(lm_path).endswith(".arpa"):
+        if lm_path and unigrams is None and str(lm_path).endswith((".arpa", ".arpa.gz")):
             unigrams = read_unigrams(lm_path)
         self.beam_width = beam_width
         self.frame_s = frame_s
-        self.decoder = build_ctcdecoder(
-            labels,
-            kenlm_model_path=str(lm_path) if lm_path else None,
-            unigrams=unigrams,
-            alpha=alpha,
-            beta=beta,
-        )
+        with _quiet_native_stderr():  # kenlm draws a loading bar on fd 2; its errors still raise
+            self.decoder = build_ctcdecoder(
+                labels,
+                kenlm_model_path=str(lm_path) if lm_path else None,
+                unigrams=unigrams,
+                alpha=alpha,
+                beta=beta,
+            )
 
     def decode(self, log_probs: np.ndarray, time_offset: float = 0.0) -> Decoded:
         lp = np.array(log_probs, dtype=np.float32)  # a copy: the caller's array stays as it was
@@ -132,9 +138,25 @@ class BeamDecoder:
         return Decoded(" ".join(text.split()), words)
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block (output of C++ code that Python cannot catch)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def read_unigrams(arpa: str | Path) -> list[str]:
+    """The words of an ARPA file (plain or gzip-compressed, as kenlm reads both), markers left out."""
     out, in_unigrams = [], False
-    with open(arpa, encoding="utf-8") as f:
+    opener = gzip.open if str(arpa).endswith(".gz") else open
+    with opener(arpa, "rt", encoding="utf-8") as f:
         for line in f:
             line = line.strip()
             if line == "\\1-grams:":

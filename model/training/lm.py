@@ -3,11 +3,13 @@
 No external tools: kenlm's ``lmplz`` is not part of the pip package, so the counts, discounts
 (``D_n = n1 / (n1 + 2 n2)`` per order) and back-off weights are computed here. Lower orders use
 continuation counts (number of distinct left contexts), except for n-grams that start with ``<s>``.
-Optional count pruning drops rare highest-order n-grams to keep the file small.
+Optional count pruning drops rare n-grams (keeping every context a kept n-gram needs) to keep the file small.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -43,12 +45,18 @@ def build_kn(sentences: Iterable[str], order: int = 3, prune: tuple[int, ...] = 
             cont[gram[1:]] += 1
         for gram, c in raw[n - 1].items():
             adj[n - 1][gram] = c if gram[0] == "<s>" else cont.get(gram, c)
+    unpruned = [Counter(counts) for counts in adj]
     for k, minimum in enumerate(prune):
         n = k + 2
         if n <= order and minimum > 1:
-            adj[n - 1] = Counter(
-                {g: c for g, c in adj[n - 1].items() if c >= minimum or (g[-1] == "</s>" and c >= minimum)}
-            )
+            adj[n - 1] = Counter({g: c for g, c in adj[n - 1].items() if c >= minimum})
+    # ARPA needs the context of every n-gram as an (n-1)-gram: pruning a lower order keeps the contexts
+    # of the higher-order n-grams that survived (top-down, so restored bigrams keep their own contexts too)
+    for n in range(order, 2, -1):
+        for gram in adj[n - 1]:
+            context = gram[:-1]
+            if context not in adj[n - 2]:
+                adj[n - 2][context] = unpruned[n - 2][context]
     # discounts
     discounts = []
     for n in range(order):
@@ -97,11 +105,20 @@ def _lookup(probs, backoffs, gram: tuple) -> float:
 
 
 def write_arpa(model: dict, path: str | Path) -> Path:
+    """Write the ARPA text; a ``.gz`` path is gzip-compressed (kenlm reads it as is), byte-reproducibly."""
     path = Path(path)
     probs, backoffs, order = model["probs"], model["backoffs"], model["order"]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with (
+        tmp.open("wb") as sink,
+        io.TextIOWrapper(
+            gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=sink, mtime=0)
+            if path.suffix == ".gz"
+            else sink,
+            encoding="utf-8",
+        ) as f,
+    ):
         f.write("\n\\data\\\n")
         for n in range(order):
             f.write(f"ngram {n + 1}={len(probs[n])}\n")

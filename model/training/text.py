@@ -172,6 +172,24 @@ def _money(match: re.Match) -> str:
     return " " + number_words(n) + (" dollar " if n == 1 else " dollars ")
 
 
+# Words the older texts spell apart that are one word today: Austen's "to-day", "to-morrow", "every body",
+# "any thing", the KJV's "to day". Joined after normalization, except where the two words are meant
+# ("from day to day", "from morning to night").
+_SPLIT_COMPOUNDS = [
+    (r"(?<!\bDAY )\bTO DAY\b", "TODAY"),
+    (r"\bTO MORROW\b", "TOMORROW"),
+    (r"(?<!\bDAY )(?<!\bNIGHT )(?<!\bMORNING )(?<!\bNOON )\bTO NIGHT\b", "TONIGHT"),
+    (r"\b(EVERY|ANY) (BODY|THING)\b", r"\1\2"),
+]
+
+
+def join_split_compounds(text: str) -> str:
+    """Join archaic two-word spellings in normalized text (idempotent, so safe on cached text lists)."""
+    for pattern, repl in _SPLIT_COMPOUNDS:
+        text = re.sub(pattern, repl, text)
+    return text
+
+
 def normalize(text: str) -> str:
     """Map free text to the model vocabulary: upper-case A–Z, apostrophe, single spaces.
 
@@ -193,7 +211,7 @@ def normalize(text: str) -> str:
     # apostrophes only inside words (DON'T, O'CLOCK) or as a plural possessive (LADIES')
     text = re.sub(r"(?<![A-Z])'|'(?![A-Z])(?<!S')", " ", text)
     text = re.sub(r"(?<=[A-RT-Z])'(?![A-Z])", " ", text)
-    return re.sub(r"\s+", " ", text).strip()
+    return join_split_compounds(re.sub(r"\s+", " ", text).strip())
 
 
 def is_clean(text: str) -> bool:

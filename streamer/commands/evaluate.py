@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lm",
         type=Path,
         default=None,
-        help="ARPA/KenLM LM for --decoder beam (default: $HOME_DIR/lm/en-3gram.arpa if present)",
+        help="ARPA/KenLM LM for --decoder beam (default: the model's own, e.g. en-small's lm.arpa.gz, else "
+        "$HOME_DIR/lm/en-3gram.arpa if present)",
     )
     parser.add_argument("--alpha", type=float, default=0.5, help="LM weight")
     parser.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
@@ -39,8 +40,9 @@ def run(args: argparse.Namespace) -> int:
     if args.decoder in ("greedy", "both"):
         decoders["greedy"] = decoding.GreedyDecoder(vocab)
     if args.decoder in ("beam", "both"):
-        lm = args.lm or corpus.home() / "lm" / "en-3gram.arpa"
-        lm = lm if lm and Path(lm).exists() else None
+        from streamer.beam import find_lm
+
+        lm = args.lm or find_lm(None if args.model is None else str(args.model))
         decoders["beam"] = decoding.BeamDecoder(
             vocab, lm, alpha=args.alpha, beta=args.beta, beam_width=args.beam_width
         )

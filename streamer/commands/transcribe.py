@@ -90,7 +90,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quantize", choices=["int8"], help="dynamic int8 quantization of linear layers (CPU)"
     )
-    parser.add_argument("--decoder", choices=["greedy", "beam"], default="greedy", help="CTC decoding method")
+    parser.add_argument(
+        "--decoder",
+        choices=["auto", "greedy", "beam"],
+        default="auto",
+        help="CTC decoding (default auto: beam search with the LM the model ships, when the lm extra is "
+        "installed; else greedy)",
+    )
     parser.add_argument(
         "--beam-width", type=int, default=16, help="beams kept by --decoder beam (default: 16)"
     )
@@ -108,17 +114,20 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         print(f"error: cannot load model: {error}", file=sys.stderr)
         return 2
-    search = None
-    if args.decoder == "beam":
-        from streamer.beam import find_lm
+    from streamer.beam import resolve_decoder
 
-        lm_path = None if args.lm == "none" else args.lm or find_lm(args.model)
+    if args.lm == "none":  # a plain beam search if asked for one, else nothing to search with
+        decoder, lm_path, why = ("beam" if args.decoder == "beam" else "greedy"), None, "--lm none"
+    else:
+        decoder, lm_path, why = resolve_decoder(args.decoder, args.lm, args.model)
+    search = None
+    if decoder == "beam":
         try:
             search = make_beam_search(recognizer.processor.tokenizer, args.beam_width, lm_path)
         except (RuntimeError, OSError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        log.info("beam search: width %d, LM %s", args.beam_width, lm_path or "none")
+    log.info("decoder: %s (%s), width %d, LM %s", decoder, why, args.beam_width, lm_path or "none")
     failures = 0
     for file in args.files:
         try:
@@ -127,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             failures += 1
             continue
-        result = transcribe_audio(audio, recognizer, decoder=args.decoder, search=search)
+        result = transcribe_audio(audio, recognizer, decoder=decoder, search=search)
         if args.json:
             print(result.to_json(file), flush=True)
         elif len(args.files) == 1:
