@@ -62,6 +62,7 @@ from streamer.config import Settings, StreamingSettings
 from streamer.ctc_merge import CtcMerger, Utterance, Vocabulary
 from streamer.endpointing import Endpointer
 from streamer.events import EndOfStream, Event, Final, Partial, StreamError, Word
+from streamer.offline import offline_windows
 from streamer.pcm import MODEL_SAMPLE_RATE, AudioFormatError, PcmDecoder, check_encoding, check_sample_rate
 from streamer.ring_buffer import RingBuffer
 from streamer.scheduler import BatchScheduler, FeatureCache, ModelRunner
@@ -594,20 +595,29 @@ class RecognitionEngine:
         return [e for e in events if isinstance(e, Final)]
 
     def log_probs(self, samples: np.ndarray) -> np.ndarray:
-        """Offline CTC log-probabilities of a whole 16 kHz float signal (per-utterance normalization)."""
+        """Offline CTC log-probabilities of a 16 kHz float signal in one forward (normalized as a whole)."""
         x = np.asarray(samples, dtype=np.float32)
         x = (x - x.mean()) / np.sqrt(x.var() + NORMALIZATION_EPSILON)
         return self.runner(x[None])[0]
 
-    def transcribe(self, samples: np.ndarray, sample_rate: int = MODEL_SAMPLE_RATE) -> Final:
-        """Offline reference: the whole signal in one forward, greedy CTC, no endpointing.
+    def offline_log_probs(self, samples: np.ndarray) -> np.ndarray:
+        """Log-probabilities of a whole recording as ``conformer-streamer transcribe`` computes them: one
+        forward up to 15 s, overlapping 15 s windows beyond (`streamer.offline`)."""
+        windows = offline_windows(len(samples), self.geometry.stride, MODEL_SAMPLE_RATE)
+        return np.concatenate(
+            [self.log_probs(samples[a:b])[keep_from:keep_to] for a, b, keep_from, keep_to in windows]
+        )
 
-        Attention over the whole input costs memory quadratic in its length: this is the reference for
-        tests and benchmarks (up to a few minutes of audio); long files go through transcribe_stream.
+    def transcribe(self, samples: np.ndarray, sample_rate: int = MODEL_SAMPLE_RATE) -> Final:
+        """Offline reference: the recording in offline windows (one pass up to 15 s), no endpointing,
+        decoded as the finals are (greedy, or the beam search when it is on).
+
+        This is the transcript streaming is measured against (tests, benchmarks); long recordings are
+        better streamed (transcribe_stream), whose memory stays flat.
         """
         decoder = PcmDecoder(sample_rate, "f32le")
         audio = np.concatenate([decoder.push(np.asarray(samples)), decoder.flush()])
-        return self.decode_log_probs(self.log_probs(audio))
+        return self.decode_log_probs(self.offline_log_probs(audio))
 
     def decode_log_probs(self, log_probs: np.ndarray, stream_id: str = "offline") -> Final:
         frame_s = self.geometry.stride / MODEL_SAMPLE_RATE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from model.tokenizer import Wav2Vec2CTCTokenizer
 from streamer import cli
 from streamer.commands import transcribe
 from streamer.commands.transcribe import Recognizer, Transcription, Word
+from streamer.offline import offline_windows
 from streamer.server.testing import TINY_CONFIG
 
 DATA = __import__("pathlib").Path(__file__).parent / "data"
@@ -58,13 +60,14 @@ def test_window_layout_tiles_every_frame_once(context_s):
         num_samples = int(seconds * 16000)
         total_frames = (num_samples - 400) // 320 + 1
         kept = []
-        for start, stop, keep_from, keep_to in transcribe.window_layout(
-            num_samples, 320, 16000, 1.0, context_s
+        for start, stop, keep_from, keep_to in offline_windows(
+            num_samples, 320, 16000, 1.0, context_s, whole_limit_s=0.5
         ):
             assert start % 320 == 0 and stop - start <= 16000
             local_frames = (stop - start - 400) // 320 + 1
             kept += [start // 320 + i for i in range(local_frames)[keep_from:keep_to]]
         assert kept == list(range(total_frames)), seconds
+    assert list(offline_windows(16000 * 15, 320, 16000)) == [(0, 16000 * 15, 0, sys.maxsize)]  # one pass
 
 
 def test_windowed_log_probs_equal_whole_file_for_frame_local_model():

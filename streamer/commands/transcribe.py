@@ -1,14 +1,8 @@
 """``conformer-streamer transcribe``: offline transcription of audio files, with word timings.
 
-Files up to 15 s go through the model in one pass. Longer ones are cut into overlapping 15 s windows
-and each window contributes only the frames away from its edges, where the model saw enough context
-on both sides; the kept frames are joined and decoded once, so words cut by a window edge come out
-whole. (The streaming engine has its own, incremental path; this one favours simplicity.)
-
-Why 15 s and not a whole minute: with the embedded model, 62 s of synthesized sentences came out better
-in 15 s windows than in one pass, for one voice (CER 7.2% vs 8.0%, kal16; 8.3% vs 9.0%, awb) and far
-more when the voice changes between sentences (13-14% vs 23-24%); 10 s windows were no better
-(`bench/bench_offline_windows.py`). The model was trained on inputs of at most 16 s.
+Recordings longer than 15 s go through the model in overlapping windows decoded as one sequence
+(``streamer/offline.py`` has the layout and why). (The streaming engine has its own, incremental path;
+this one favours simplicity.)
 """
 
 from __future__ import annotations
@@ -17,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +22,7 @@ from model.audio import load_audio
 from model.processor import Wav2Vec2Processor
 from model.tokenizer import Wav2Vec2CTCTokenizer
 from streamer.beam import word_confidence
+from streamer.offline import WHOLE_FILE_LIMIT_S, WINDOW_CONTEXT_S, WINDOW_S, offline_windows
 from streamer.windowing import FrameGeometry
 
 if TYPE_CHECKING:
@@ -36,9 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WHOLE_FILE_LIMIT_S = 15.0  # longer files are windowed
-WINDOW_S = 15.0
-WINDOW_CONTEXT_S = 3.0  # frames this close to a window edge (inside the file) are taken from a neighbour
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -230,44 +221,19 @@ def frame_log_probs(
     context_s: float = WINDOW_CONTEXT_S,
 ) -> torch.Tensor:
     """Per-frame log-probabilities (frames x vocabulary, float32 on the CPU) for the whole signal."""
-    rate = recognizer.processor.sampling_rate
-    frame = recognizer.geometry.stride
     if recognizer.geometry.num_frames(len(audio)) == 0:  # shorter than one frame: nothing to hear
         return torch.zeros(0, recognizer.processor.tokenizer.vocab_size)
-    if len(audio) <= whole_file_limit_s * rate:
-        return _window_log_probs(audio, recognizer)
-    pieces = []
-    for start, stop, keep_from, keep_to in window_layout(len(audio), frame, rate, window_s, context_s):
-        log_probs = _window_log_probs(audio[start:stop], recognizer)
-        pieces.append(log_probs[keep_from:keep_to])
-    return torch.cat(pieces)
-
-
-def window_layout(
-    num_samples: int, frame_samples: int, sample_rate: int, window_s: float, context_s: float
-) -> Iterator[tuple[int, int, int, int]]:
-    """Yield ``(first_sample, end_sample, first_kept_frame, end_kept_frame)`` per window.
-
-    Windows start on frame boundaries, so a window's local frame ``i`` is global frame
-    ``first_sample // frame_samples + i``; the kept ranges tile the file's frames without gaps or
-    overlap. The last window's end is open (``None``-like large value) to keep whatever it produces.
-    """
-    window = max(1, round(window_s * sample_rate / frame_samples)) * frame_samples
-    # At least one frame: a window's last frame would otherwise need samples past the window's end.
-    context = max(1, round(context_s * sample_rate / frame_samples)) * frame_samples
-    step = window - 2 * context
-    if step <= 0:
-        raise ValueError("window must be longer than twice its context")
-    start = 0
-    while True:
-        stop = min(start + window, num_samples)
-        keep_from = 0 if start == 0 else context // frame_samples
-        is_last = stop >= num_samples
-        keep_to = sys.maxsize if is_last else (window - context) // frame_samples
-        yield start, stop, keep_from, keep_to
-        if is_last:
-            return
-        start += step
+    windows = offline_windows(
+        len(audio),
+        recognizer.geometry.stride,
+        recognizer.processor.sampling_rate,
+        window_s,
+        context_s,
+        whole_file_limit_s,
+    )
+    return torch.cat(
+        [_window_log_probs(audio[a:b], recognizer)[keep_from:keep_to] for a, b, keep_from, keep_to in windows]
+    )
 
 
 @torch.inference_mode()
