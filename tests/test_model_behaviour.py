@@ -83,7 +83,8 @@ def test_int8_dynamic_quantization_stays_close(engine: str | None, tiny_model_kw
     assert torch.backends.quantized.engine == engine_before
     assert quantized is not model
     dynamic_linear = torch.ao.nn.quantized.dynamic.Linear
-    assert type(quantized.lm_head) is torch.nn.Linear  # the head stays float
+    assert type(quantized.lm_head) is torch.nn.Linear  # the last layer (head) and the first stay float
+    assert type(quantized.wav2vec2_conformer.feature_projection.projection) is torch.nn.Linear
     pointwise = quantized.wav2vec2_conformer.encoder.layers[0].conv_module.pointwise_conv1
     assert isinstance(pointwise, dynamic_linear)
     assert pointwise.weight().qscheme() == torch.per_channel_affine
