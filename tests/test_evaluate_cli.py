@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from model.training import evaluation
@@ -20,15 +21,15 @@ pytestmark = [
 ]
 
 
-def _eval_corpus(home: Path) -> None:
-    """corpus/eval in the synthesis layout: two flite voices reading the same two sentences."""
-    root = home / "corpus" / "eval"
+def _eval_corpus(home: Path, split: str = "eval") -> None:
+    """corpus/<split> in the synthesis layout: two flite voices reading the same two sentences."""
+    root = home / "corpus" / split
     (root / "shards").mkdir(parents=True)
     for voice in ("kal16", "rms"):
         (root / "audio" / voice).mkdir(parents=True)
         rows = []
         for i, text in enumerate(TEXTS):
-            path = f"audio/{voice}/eval-flite-{voice}-{i}.wav"
+            path = f"audio/{voice}/{split}-flite-{voice}-{i}.wav"
             subprocess.run(["flite", "-voice", voice, "-t", text.lower(), "-o", str(root / path)], check=True)
             rows.append({"path": path, "text": text, "duration": 3.0, "engine": "flite", "voice": voice})
         (root / "shards" / f"{voice}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -51,8 +52,35 @@ def test_evaluate_prints_overall_and_per_voice_rates(tmp_path, monkeypatch, caps
         assert rates["n"] == len(rows) == 2
         expected = evaluation.error_rates([r["ref"] for r in rows], [r["greedy"] for r in rows])
         assert rates["greedy"] == expected
-        assert f"{group:<30} greedy     2 {expected['words']:>6} {100 * expected['wer']:>6.1f}%" in printed
+        assert (
+            f"{group:<30} {'greedy':<9} {2:>4} {expected['words']:>6} {100 * expected['wer']:>6.1f}%"
+            in printed
+        )
     overall = evaluation.error_rates(
         [r["ref"] for r in result["items"]], [r["greedy"] for r in result["items"]]
     )
     assert result["rates"]["greedy"] == overall
+
+
+def test_dev_set_is_read_augmented_and_a_weight_grid_gives_one_decoder_each(tmp_path, monkeypatch) -> None:
+    """--sets dev reads the audio through the training augmentation (the same draw every run), and comma
+    lists of --alpha/--beta run one beam decoder per pair over one forward per item."""
+    pytest.importorskip("pyctcdecode")
+    from streamer import cli
+
+    _eval_corpus(tmp_path, "dev")
+    monkeypatch.setenv("CONFORMER_STREAMER_HOME", str(tmp_path))
+    items = evaluation.synthetic_items(tmp_path, "dev")
+    read = evaluation.augmented_reader()
+    assert len(items) == 4
+    first = read(items[0])
+    assert np.array_equal(first, evaluation.augmented_reader()(items[0]))  # deterministic per item
+    plain = evaluation.read_audio(items[0].path)
+    assert first.shape != plain.shape or not np.allclose(first, plain, atol=1e-3)  # really augmented
+
+    out_json = tmp_path / "dev.json"
+    args = ["evaluate", "--sets", "dev", "--decoder", "beam", "--alpha", "0,2", "--beta", "0.5"]
+    assert cli.main([*args, "--lm", "none", "--threads", "1", "--json", str(out_json)]) == 0
+    result = json.loads(out_json.read_text())["dev"]
+    assert sorted(result["rates"]) == ["a0/b0.5", "a2/b0.5"]
+    assert all(set(row) >= {"a0/b0.5", "a2/b0.5"} for row in result["items"])

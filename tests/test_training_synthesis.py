@@ -47,6 +47,18 @@ def test_eval_voices_never_in_training_plan() -> None:
         synthesis.plan_train(["X"], {"flite:rms": 1.0})
 
 
+def test_dev_plan_uses_training_voices_only_in_turn() -> None:
+    texts = [f"DEVELOPMENT SENTENCE {i}" for i in range(12)]
+    batches = synthesis.plan_eval(texts, voices=synthesis.DEV_VOICES, prefix="dev")
+    jobs = sorted((j for b in batches for j in b.jobs), key=lambda j: j.id[-5:])
+    assert [j.text for j in jobs] == texts
+    assert {f"{j.engine}:{j.voice}" for j in jobs} == set(synthesis.DEV_VOICES)
+    assert set(synthesis.DEV_VOICES) <= set(synthesis.TRAIN_VOICES)
+    assert not set(synthesis.DEV_VOICES) & synthesis.HELD_OUT
+    assert all(j.id.startswith("dev-") and b.id.startswith("dev-") for b in batches for j in b.jobs)
+    assert [f"{j.engine}:{j.voice}" for j in jobs[:6]] == synthesis.DEV_VOICES
+
+
 def test_plan_prefix_is_stable() -> None:
     texts = [f"SENTENCE NUMBER {i} IS HERE" for i in range(500)]
     small = synthesis.plan_train(texts, {"flite:kal16": 0.05})

@@ -3,8 +3,10 @@
 Layout under ``$CONFORMER_STREAMER_HOME`` (default ``~/.cache/conformer-streamer``)::
 
     text/train.txt, text/eval.txt   normalized utterance texts (one per line, "source<TAB>text")
+    text/dev.txt                    development text (tuning decoding), disjoint from both
     corpus/train/                   audio/<engine>-<voice>/*.flac, shards/*.jsonl, manifest.jsonl
     corpus/eval/                    held-out voices reading held-out text
+    corpus/dev/                     training voices reading the development text
     runs/<name>/                    checkpoints and logs of training runs
     logs/                           background job logs
 """
@@ -62,3 +64,32 @@ def prepare_text(
     _write(eval_path, eval_rows)
     (root / "text" / "stats.txt").write_text(f"{stats}\ntrain={len(train_rows)} eval={len(eval_rows)}\n")
     return train_rows, eval_rows
+
+
+def prepare_dev_text(
+    root: Path | None = None, n_dev: int = 120, seed: int = 1, force: bool = False
+) -> list[tuple[str, str]]:
+    """Development text for tuning decoding (the LM weight) without touching the evaluation sets.
+
+    Half Harvard sentences the evaluation sets do not use, half held-out corpus utterances they do not
+    use: text that is neither in the training text (so not in the word LM) nor in the synthetic or the
+    real evaluation set.
+    """
+    root = root or home()
+    path = root / "text" / "dev.txt"
+    if path.exists() and not force:
+        return _read(path)
+    _, eval_rows = prepare_text(root)
+    used = {t for _, t in eval_rows} | {textmod.normalize(t) for t in textmod.real_eval_transcripts()}
+    rng = random.Random(seed)
+    harvard = [
+        s for s in dict.fromkeys(textmod.normalize(s) for s in textmod.harvard_sentences()) if s not in used
+    ]
+    utts, _ = textmod.build_utterances()
+    _, held = textmod.split_train_eval(utts)
+    held_ok = [u for u in held if 6 <= len(u.text.split()) <= 30 and u.text not in used]
+    n_h = n_dev // 2
+    rows = [("harvard", s) for s in rng.sample(harvard, min(n_h, len(harvard)))]
+    rows += [(u.source, u.text) for u in rng.sample(held_ok, min(n_dev - n_h, len(held_ok)))]
+    _write(path, rows)
+    return rows

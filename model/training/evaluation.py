@@ -4,6 +4,8 @@ Sets:
   synthetic — held-out voices (festival cmu_us_slt_arctic_hts, flite rms) reading held-out text
               (``$HOME_DIR/corpus/eval``, made by ``conformer-streamer synthesize --split eval``)
   real      — the human recordings in /work/shared/eval/real (report only: never trained or tuned on)
+  dev       — training voices reading development text, with the training augmentation drawn per item
+              from a fixed seed (``synthesize --split dev``): the set to tune decoding on
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import csv
 import json
 import time
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +32,15 @@ class Item:
     group: str = ""  # the voice ("engine:voice") of a synthetic item, the source of a real one
 
 
-def synthetic_items(home: Path) -> list[Item]:
-    root = home / "corpus" / "eval"
+def synthetic_items(home: Path, split: str = "eval") -> list[Item]:
+    root = home / "corpus" / split
     items = []
     for shard in sorted((root / "shards").glob("*.jsonl")):
         for line in shard.read_text().splitlines():
             r = json.loads(line)
-            group = f"{r['engine']}:{r['voice']}" if "engine" in r else ""
+            # espeak variants are drawn per utterance from hundreds: one group, as in the training recipe
+            voice = "mix" if r.get("engine") == "espeak" else r.get("voice")
+            group = f"{r['engine']}:{voice}" if "engine" in r else ""
             items.append(Item(Path(r["path"]).stem, str(root / r["path"]), r["text"], group))
     return items
 
@@ -97,13 +103,31 @@ def error_rates(refs: list[str], hyps: list[str]) -> dict[str, float]:
     }
 
 
-def evaluate(model, vocab: dict[str, int], items: list[Item], decoders: dict[str, object]) -> dict:
-    """Run the model once per item and every decoder on its output."""
+def augmented_reader(seed: int = 0) -> Callable[[Item], np.ndarray]:
+    """Read an item's audio and apply the training augmentation, drawn from (seed, item id): the same
+    audio every run."""
+    from model.training.augment import augment
+
+    def read(item: Item) -> np.ndarray:
+        return augment(read_audio(item.path), np.random.default_rng([seed, zlib.crc32(item.id.encode())]))
+
+    return read
+
+
+def evaluate(
+    model,
+    vocab: dict[str, int],
+    items: list[Item],
+    decoders: dict[str, object],
+    reader: Callable[[Item], np.ndarray] | None = None,
+) -> dict:
+    """Run the model once per item and every decoder on its output (audio from ``reader``, default: the
+    file as it is)."""
     hyps: dict[str, list[str]] = {name: [] for name in decoders}
     audio_s, model_s = 0.0, 0.0
     per_item = []
     for it in items:
-        audio = read_audio(it.path)
+        audio = reader(it) if reader is not None else read_audio(it.path)
         t = time.perf_counter()
         lp = log_probs(model, audio)
         model_s += time.perf_counter() - t

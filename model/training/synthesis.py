@@ -98,6 +98,8 @@ TRAIN_VOICES: dict[str, float] = {  # "engine:voice" -> hours (default recipe, s
     "espeak:mix": 1.0,
 }
 EVAL_VOICES = ["festival:cmu_us_slt_arctic_hts", "flite:rms"]
+# development set (tuning decoding): training voices, read with the training augmentation at evaluation
+DEV_VOICES = ["piper:joe", "flite:awb", "flite:slt", "festival:ked_diphone", "flite:kal16", "espeak:mix"]
 HELD_OUT = set(EVAL_VOICES)
 SECONDS_PER_WORD = 0.40  # rough speaking rate used to plan hours
 
@@ -188,19 +190,23 @@ def plan_train(
     return out
 
 
-def plan_eval(texts: list[str], batch_size: int = 25) -> list[Batch]:
-    """Evaluation voices alternate over the evaluation texts."""
+def plan_eval(
+    texts: list[str], batch_size: int = 25, voices: list[str] = EVAL_VOICES, prefix: str = "eval"
+) -> list[Batch]:
+    """The voices alternate over the texts (evaluation: the held-out voices; development: DEV_VOICES)."""
     jobs: list[Job] = []
     for i, text in enumerate(texts):
-        engine, voice = EVAL_VOICES[i % len(EVAL_VOICES)].split(":")
-        uid = f"eval-{engine}-{voice}-{i:05d}"
+        engine, voice = voices[i % len(voices)].split(":")
+        uid = f"{prefix}-{engine}-{voice}-{i:05d}"
         jobs.append(Job(uid, engine, voice, text, draw_params(engine, voice, uid)))
     batches = []
-    for key in EVAL_VOICES:
+    for key in voices:
         engine, voice = key.split(":")
         mine = [j for j in jobs if j.engine == engine and j.voice == voice]
         batches += [
-            Batch(f"eval-{engine}-{voice}-b{k // batch_size:05d}", engine, voice, mine[k : k + batch_size])
+            Batch(
+                f"{prefix}-{engine}-{voice}-b{k // batch_size:05d}", engine, voice, mine[k : k + batch_size]
+            )
             for k in range(0, len(mine), batch_size)
         ]
     return batches

@@ -16,13 +16,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lm",
         type=Path,
         default=None,
-        help="ARPA/KenLM LM for --decoder beam (default: the model's own, e.g. en-small's lm.arpa.gz, else "
+        help="ARPA/KenLM LM for --decoder beam, 'none' for none (default: the model's own, e.g. en-small's lm.arpa.gz, else "
         "$HOME_DIR/lm/en-3gram.arpa if present)",
     )
-    parser.add_argument("--alpha", type=float, default=0.5, help="LM weight")
-    parser.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
+    parser.add_argument(
+        "--alpha", default="0.5", help="LM weight; a comma list runs one beam decoder per value (tuning)"
+    )
+    parser.add_argument(
+        "--beta", default="1.0", help="word insertion bonus; a comma list runs one decoder per value"
+    )
     parser.add_argument("--beam-width", type=int, default=32)
-    parser.add_argument("--sets", default="synthetic,real", help="comma list of: synthetic, real")
+    parser.add_argument(
+        "--sets",
+        default="synthetic,real",
+        help="comma list of: synthetic, real, dev (training voices on development text, augmented: "
+        "tune --alpha/--beta there, never on the other two)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N items of each set")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--show", type=int, default=0, help="print N hypotheses per set")
@@ -42,31 +51,42 @@ def run(args: argparse.Namespace) -> int:
     if args.decoder in ("beam", "both"):
         from streamer.beam import find_lm
 
-        lm = args.lm or find_lm(None if args.model is None else str(args.model))
-        decoders["beam"] = decoding.BeamDecoder(
-            vocab, lm, alpha=args.alpha, beta=args.beta, beam_width=args.beam_width
-        )
-        print(f"beam: LM {lm or 'none'} alpha={args.alpha} beta={args.beta} width={args.beam_width}")
-    sets = {"synthetic": lambda: evaluation.synthetic_items(corpus.home()), "real": evaluation.real_items}
+        if args.lm is not None and str(args.lm) == "none":
+            lm = None  # a plain beam search
+        else:
+            lm = args.lm or find_lm(None if args.model is None else str(args.model))
+        grid = [(float(a), float(b)) for a in args.alpha.split(",") for b in args.beta.split(",")]
+        for alpha, beta in grid:
+            name = "beam" if len(grid) == 1 else f"a{alpha:g}/b{beta:g}"
+            decoders[name] = decoding.BeamDecoder(
+                vocab, lm, alpha=alpha, beta=beta, beam_width=args.beam_width
+            )
+        print(f"beam: LM {lm or 'none'} alpha,beta {grid} width={args.beam_width}")
+    sets = {
+        "synthetic": lambda: evaluation.synthetic_items(corpus.home()),
+        "real": evaluation.real_items,
+        "dev": lambda: evaluation.synthetic_items(corpus.home(), "dev"),
+    }
+    readers = {"dev": evaluation.augmented_reader()}
     results = {}
-    print(f"{'set':<10} {'decoder':<7} {'n':>4} {'words':>6} {'WER':>7} {'CER':>7} {'RTF':>7}")
+    print(f"{'set':<10} {'decoder':<9} {'n':>4} {'words':>6} {'WER':>7} {'CER':>7} {'RTF':>7}")
     for name in args.sets.split(","):
         items = sets[name]()[: args.limit]
         if not items:
             print(f"{name:<10} (no data)")
             continue
-        res = evaluation.evaluate(model, vocab, items, decoders)
+        res = evaluation.evaluate(model, vocab, items, decoders, readers.get(name))
         results[name] = res
         for dec, r in res["rates"].items():
             print(
-                f"{name:<10} {dec:<7} {res['n']:>4} {r['words']:>6} {100 * r['wer']:>6.1f}% {100 * r['cer']:>6.1f}% "
+                f"{name:<10} {dec:<9} {res['n']:>4} {r['words']:>6} {100 * r['wer']:>6.1f}% {100 * r['cer']:>6.1f}% "
                 f"{res['rtf']:>7.3f}"
             )
         for group, rates in res["by_group"].items():
             for dec in decoders:
                 r = rates[dec]
                 print(
-                    f"  {group:<30} {dec:<7} {rates['n']:>4} {r['words']:>6} "
+                    f"  {group:<30} {dec:<9} {rates['n']:>4} {r['words']:>6} "
                     f"{100 * r['wer']:>6.1f}% {100 * r['cer']:>6.1f}%"
                 )
         for row in res["items"][: args.show]:

@@ -8,7 +8,12 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--split", choices=["train", "eval", "both"], default="both")
+    parser.add_argument(
+        "--split",
+        choices=["train", "eval", "both", "dev"],
+        default="both",
+        help="both = train + eval; dev = training voices reading development text (for tuning decoding)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="corpus root (default: $HOME_DIR/corpus)")
     parser.add_argument("--hours-scale", type=float, default=1.0, help="multiply the default hours per voice")
     parser.add_argument(
@@ -44,6 +49,16 @@ def run(args: argparse.Namespace) -> int:
         n = synthesis.run_batches(batches, out / "eval", workers=args.workers, progress=not args.no_progress)
         synthesis.merge_manifest(out / "eval")
         print(f"eval: {n} new utterances")
+    if args.split == "dev":
+        dev_rows = corpus.prepare_dev_text(root)
+        batches = [
+            b
+            for b in synthesis.plan_eval([t for _, t in dev_rows], voices=synthesis.DEV_VOICES, prefix="dev")
+            if b.engine in available and (engines is None or b.engine in engines)
+        ]
+        n = synthesis.run_batches(batches, out / "dev", workers=args.workers, progress=not args.no_progress)
+        synthesis.merge_manifest(out / "dev")
+        print(f"dev: {n} new utterances")
     if args.split in ("train", "both"):
         voices = json.loads(args.voices) if args.voices else dict(synthesis.TRAIN_VOICES)
         voices = {
