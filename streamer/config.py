@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.training.decoding import LM_WEIGHT, WORD_SCORE
+
 
 @dataclass
 class ModelSettings:
@@ -67,8 +69,8 @@ class DecoderSettings:
     )
     beam_width: int = 16
     lm_path: str | None = None  # n-gram LM (ARPA or KenLM binary); None = the embedded one if present
-    lm_weight: float = 0.5
-    word_score: float = 1.0
+    lm_weight: float = LM_WEIGHT  # the LM's alpha; defaults chosen on the development set
+    word_score: float = WORD_SCORE
 
 
 @dataclass

@@ -20,6 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+# Beam search weights of the word LM (pyctcdecode's alpha, beta), the defaults everywhere (daemon,
+# transcribe, evaluate). Chosen on the development set (`conformer-streamer evaluate --sets dev`), never on
+# the evaluation sets.
+LM_WEIGHT = 0.5
+WORD_SCORE = 1.0
+
 
 @dataclass
 class WordTime:
@@ -87,8 +93,8 @@ class BeamDecoder:
         self,
         vocab: dict[str, int],
         lm_path: str | Path | None = None,
-        alpha: float = 0.5,
-        beta: float = 1.0,
+        alpha: float = LM_WEIGHT,
+        beta: float = WORD_SCORE,
         beam_width: int = 32,
         frame_s: float = 0.02,
         unigrams: list[str] | None = None,

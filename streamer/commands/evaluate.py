@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from model.training.decoding import LM_WEIGHT, WORD_SCORE
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -20,10 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "$HOME_DIR/lm/en-3gram.arpa if present)",
     )
     parser.add_argument(
-        "--alpha", default="0.5", help="LM weight; a comma list runs one beam decoder per value (tuning)"
+        "--alpha",
+        default=str(LM_WEIGHT),
+        help=f"LM weight (default {LM_WEIGHT}); a comma list runs one beam decoder per value (tuning)",
     )
     parser.add_argument(
-        "--beta", default="1.0", help="word insertion bonus; a comma list runs one decoder per value"
+        "--beta",
+        default=str(WORD_SCORE),
+        help=f"word insertion bonus (default {WORD_SCORE}); a comma list runs one decoder per value",
     )
     parser.add_argument("--beam-width", type=int, default=32)
     parser.add_argument(

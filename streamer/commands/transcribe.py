@@ -276,18 +276,18 @@ def make_beam_search(
     tokenizer: Wav2Vec2CTCTokenizer,
     beam_width: int = 16,
     lm_path: str | Path | None = None,
-    lm_weight: float = 0.5,
-    word_score: float = 1.0,
+    lm_weight: float | None = None,
+    word_score: float | None = None,
 ) -> BeamDecoder:
     """The project's CTC prefix beam search (``model.training.decoding``), with a word n-gram LM if given."""
     try:
-        from model.training.decoding import BeamDecoder
+        from model.training.decoding import LM_WEIGHT, WORD_SCORE, BeamDecoder
 
         return BeamDecoder(
             tokenizer.get_vocab(),
             lm_path,
-            alpha=lm_weight,
-            beta=word_score,
+            alpha=LM_WEIGHT if lm_weight is None else lm_weight,
+            beta=WORD_SCORE if word_score is None else word_score,
             beam_width=beam_width,
             blank=tokenizer.pad_token,
             delimiter=tokenizer.word_delimiter_token,
