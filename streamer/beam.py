@@ -6,9 +6,10 @@ decoding would see for that stretch, so running a prefix beam search with an n-g
 same result a whole-utterance offline beam search would; the Final carries the beam result.
 
 The search itself is the project's one beam decoder, ``model.training.decoding.BeamDecoder`` (pyctcdecode
-and kenlm, the ``lm`` extra). The LM is ``decoder.lm_path``, or else the first one found beside the model
-or in the training cache (``lm/en-3gram.arpa``, written by ``conformer-streamer build-lm``);
-``lm_weight``/``word_score`` are its alpha/beta. Without the ``lm`` extra, ``decoder.method = "beam"``
+and kenlm, the ``lm`` extra). The LM is ``decoder.lm_path``, or else the one shipped in the model's
+directory (``lm.arpa.gz``), or else, for an explicit ``"beam"`` only, the training cache's
+(``lm/en-3gram.arpa``, written by ``conformer-streamer build-lm``); ``lm_weight``/``word_score`` are its
+alpha/beta. Without the ``lm`` extra, ``decoder.method = "beam"``
 fails at engine start with a clear message instead of decoding greedily; the default, ``"auto"``, picks
 beam search when the model ships its LM (the embedded model does: ``lm.arpa.gz``) and the extra is
 installed, greedy otherwise (`resolve_decoder`).
