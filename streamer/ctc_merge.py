@@ -230,7 +230,13 @@ class CtcMerger:
         end = words[-1].end if words else start
         first = tokens[0].first if tokens else end_frame
         return Utterance(
-            text=text, words=tuple(words), start=start, end=end, log_probs=log_probs, first_frame=first
+            text=text,
+            words=tuple(words),
+            start=start,
+            end=end,
+            log_probs=log_probs,
+            first_frame=first,
+            log_probs_start=self._t(lo),
         )
 
     def _t(self, frame: int) -> float:

@@ -89,15 +89,53 @@ def cer(hypothesis: str, reference: str) -> float:
     return float(jiwer.cer(reference, hypothesis))
 
 
+@pytest.fixture(scope="module")
+def stream_finals(engine, speech):
+    """chunk_s -> the Finals of streaming the speech with that chunk size (each computed once)."""
+    cache: dict[float, list[Final]] = {}
+
+    def finals(chunk_s: float) -> list[Final]:
+        if chunk_s not in cache:
+            default = dataclasses.replace(engine.settings.streaming)
+            engine.set_streaming(dataclasses.replace(default, chunk_s=chunk_s))
+            try:
+                cache[chunk_s] = engine.transcribe_stream(speech, 1600)
+            finally:
+                engine.set_streaming(default)
+        return cache[chunk_s]
+
+    return finals
+
+
+def matched_word_time_errors(offline: Final, finals: list[Final]) -> list[float]:
+    """Start/end distance (s) of each streamed word to the offline word it aligns with (same word)."""
+    words = [w for f in finals for w in f.words]
+    matcher = difflib.SequenceMatcher(
+        a=[w.word for w in offline.words], b=[w.word for w in words], autojunk=False
+    )
+    return [
+        max(abs(a.start - b.start), abs(a.end - b.end))
+        for block in matcher.get_matching_blocks()
+        for a, b in zip(
+            offline.words[block.a : block.a + block.size], words[block.b : block.b + block.size], strict=True
+        )
+    ]
+
+
+@pytest.mark.parametrize("chunk_s", [0.25, 0.5, 1.0, 2.0])
+def test_streamed_word_times_follow_the_offline_alignment(offline, stream_finals, chunk_s: float) -> None:
+    """Holds with the interim model too (measured 97-100% of the matched words within 60 ms, p95 20-40 ms,
+    greedy and beam): a guard on the time base of finals while the strict bounds below wait for a better
+    model. A stream-time offset or a frame-rate error moves every word."""
+    errors = sorted(matched_word_time_errors(offline, stream_finals(chunk_s)))
+    assert len(errors) >= 0.5 * len(offline.words)
+    assert sum(e <= 0.06 for e in errors) >= 0.9 * len(errors), errors[-10:]
+
+
 @INTERIM_MODEL
 @pytest.mark.parametrize("chunk_s", [0.25, 0.5, 1.0, 2.0])
-def test_streamed_finals_match_offline(engine, speech, offline, chunk_s: float) -> None:
-    default = dataclasses.replace(engine.settings.streaming)
-    engine.set_streaming(dataclasses.replace(default, chunk_s=chunk_s))
-    try:
-        finals = engine.transcribe_stream(speech, 1600)
-    finally:
-        engine.set_streaming(default)
+def test_streamed_finals_match_offline(offline, stream_finals, chunk_s: float) -> None:
+    finals = stream_finals(chunk_s)
     streamed = " ".join(f.text for f in finals if f.text)
     assert cer(streamed, offline.text) <= 0.01, (streamed, offline.text)
     # No duplicated or dropped words: the word sequences align without insertions or deletions.
@@ -108,16 +146,7 @@ def test_streamed_finals_match_offline(engine, speech, offline, chunk_s: float) 
     )
     assert indels <= max(1, len(ref) // 100), ops
     # Word times within 60 ms of the offline CTC alignment (words that match).
-    words = [w for f in finals for w in f.words]
-    matcher = difflib.SequenceMatcher(
-        a=[w.word for w in offline.words], b=[w.word for w in words], autojunk=False
-    )
-    worst = 0.0
-    for block in matcher.get_matching_blocks():
-        for k in range(block.size):
-            a, b = offline.words[block.a + k], words[block.b + k]
-            worst = max(worst, abs(a.start - b.start), abs(a.end - b.end))
-    assert worst <= 0.06
+    assert max(matched_word_time_errors(offline, finals)) <= 0.06
 
 
 @INTERIM_MODEL

@@ -342,3 +342,27 @@ def test_auto_decoder_is_beam_only_with_the_models_own_lm(tiny_dir: Path, tmp_pa
     assert eng.beam is not None
     finals = eng.transcribe_stream(babble(3.0, seed=3), 4000)
     assert all(f.text == " ".join(w.word for w in f.words) for f in finals)
+
+
+def test_beam_word_times_are_stream_times(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beam finals carry stream times, as greedy ones do: a streamed utterance that starts after 2 s of
+    silence (gated) has its words after 2 s; words lie inside their final's span, streamed and offline."""
+    pytest.importorskip("pyctcdecode")
+    monkeypatch.setattr("streamer.beam.find_lm", lambda model_path: None)
+    audio = np.concatenate([np.zeros(32000, dtype=np.float32), babble(4.0, seed=9)])
+    finals: dict[str, list[Final]] = {}
+    for method in ("greedy", "beam"):
+        s = make_settings(tiny_dir)
+        s.decoder.method = method
+        s.decoder.beam_width = 8
+        eng = RecognitionEngine(s)
+        finals[method] = [*eng.transcribe_stream(audio, 3000), eng.transcribe(audio)]
+    for method, results in finals.items():
+        streamed = [w for f in results[:-1] for w in f.words]
+        assert streamed and min(w.start for w in streamed) >= 1.0, method  # not from 0
+        for f in results:
+            assert all(f.start - 0.06 <= w.start <= w.end <= f.end + 0.06 for w in f.words), (method, f)
+    for greedy, beam in zip(finals["greedy"], finals["beam"], strict=True):
+        if greedy.text == beam.text:  # the same words: the same times, within a frame or two
+            for g, b in zip(greedy.words, beam.words, strict=True):
+                assert abs(g.start - b.start) <= 0.06 and abs(g.end - b.end) <= 0.06, (g, b)
