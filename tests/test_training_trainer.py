@@ -184,3 +184,17 @@ def test_init_from_starts_a_new_run_from_an_exported_model(tmp_path) -> None:
     bad = trainer.TrainConfig(name="bad", model=TINY, init_from=str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError):
         trainer.train(bad, tmp_path, max_steps_now=1, progress=False)
+
+
+def test_targets_use_todays_spelling_of_archaic_splits(tmp_path) -> None:
+    """The corpus keeps its sources' "TO DAY"; the CTC targets (and scoring) say "TODAY", as the LM does."""
+    from model.training.evaluation import error_rates
+
+    _tiny_corpus(tmp_path)
+    records = trainer.read_records([tmp_path / "corpus" / "train"])
+    records[0]["text"] = "SEE YOU TO DAY"
+    cfg = trainer.TrainConfig(p_augment=0.0, p_voice_change=0.0)
+    _, _, labels = trainer.BatchDataset(records, [[0]], cfg, seed=0)[0]
+    assert trainer.decode_ids([i for x in labels[0].tolist() for i in (x, 0)]) == "SEE YOU TODAY"
+    assert error_rates(["SEE YOU TO DAY"], ["SEE YOU TODAY"])["wer"] == 0.0
+    assert error_rates(["FROM DAY TO DAY"], ["FROM DAY TODAY"])["wer"] == 0.5  # meant as two words

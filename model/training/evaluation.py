@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.training.text import join_split_compounds
+
 REAL_DIR = Path("/work/shared/eval/real")
 
 
@@ -93,7 +95,14 @@ def edit_distance(a: list, b: list) -> int:
 
 
 def error_rates(refs: list[str], hyps: list[str]) -> dict[str, float]:
-    """Corpus-level WER and CER (errors summed over utterances / reference length)."""
+    """Corpus-level WER and CER (errors summed over utterances / reference length).
+
+    Both sides are scored in today's spelling of the sources' archaic splits ("TO DAY" = "TODAY", see
+    `text.join_split_compounds`): the evaluation texts keep the sources' form, while the model and its LM
+    learn the joined one, and the two are the same words.
+    """
+    refs = [join_split_compounds(r) for r in refs]
+    hyps = [join_split_compounds(h) for h in hyps]
     we = sum(edit_distance(r.split(), h.split()) for r, h in zip(refs, hyps, strict=True))
     ce = sum(edit_distance(list(r), list(h)) for r, h in zip(refs, hyps, strict=True))
     return {

@@ -27,6 +27,7 @@ import torch
 
 from model.training import augment as aug
 from model.training.evaluation import error_rates
+from model.training.text import join_split_compounds
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +334,8 @@ class BatchDataset(torch.utils.data.Dataset):
             else:
                 x = self._read(r, rng)
             waves.append(x)
-            texts.append(r["text"])
+            # targets in today's spelling ("TO DAY" -> "TODAY"): the words the LM writes; same sound
+            texts.append(join_split_compounds(r["text"]))
         return collate(waves, texts)
 
 
