@@ -8,7 +8,8 @@
 Figures:
 - compute ratio: model forward seconds when streaming the test audio (sync path, batched windows) /
   seconds of one offline forward over the whole audio;
-- CER/WER of the streamed finals against the offline transcript of the same audio;
+- CER/WER of the streamed finals against the offline transcript of the same audio
+  (``RecognitionEngine.transcribe``: 15 s windows past 15 s, as ``conformer-streamer transcribe``);
 - partial latency p50/p95: for every 100 ms packet, time from ``accept`` of the packet to the first
   Partial whose ``end`` covers it (real-time feeding, inference worker running);
 - concurrency: N real-time streams (staggered 100 ms packets) for ``--stream-seconds``; the most N whose

@@ -3,9 +3,10 @@
     .venv/bin/python bench/plot_streaming.py [--model DIR] [--seconds 60] [--out docs/streaming_tradeoffs.png]
 
 For each layout the synthesized test audio (bench_streaming.synthesize_speech) is streamed through the
-engine (synchronous path, 0.1 s packets) and compared with one offline forward over the whole audio:
-CER of the streamed finals against the offline transcript, and model compute (streaming forward seconds
-/ offline forward seconds). Panels: chunk size, left context and look-ahead, each for per-window and
+engine (synchronous path, 0.1 s packets) and compared with offline recognition: CER of the streamed
+finals against the offline transcript (`RecognitionEngine.transcribe`: 15 s windows past 15 s, as
+`conformer-streamer transcribe`), and model compute (streaming forward seconds / the seconds of one
+offline forward over the whole audio, the cheaper reference). Panels: chunk size, left context and look-ahead, each for per-window and
 running (cached-feature) normalization. Prints every figure as a table too.
 """
 
