@@ -343,6 +343,13 @@ def test_auto_decoder_is_beam_only_with_the_models_own_lm(tiny_dir: Path, tmp_pa
     finals = eng.transcribe_stream(babble(3.0, seed=3), 4000)
     assert all(f.text == " ".join(w.word for w in f.words) for f in finals)
 
+    # a broken LM file: auto falls back to greedy (the daemon still starts), an explicit beam fails loudly
+    (with_lm / "lm.arpa.gz").write_bytes(b"not an ARPA file")
+    assert RecognitionEngine(make_settings(with_lm)).beam is None
+    s.decoder.method = "beam"
+    with pytest.raises(OSError):
+        RecognitionEngine(s)
+
 
 def test_beam_word_times_are_stream_times(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Beam finals carry stream times, as greedy ones do: a streamed utterance that starts after 2 s of
