@@ -97,7 +97,9 @@ ARCHITECTURE_KEYS = (
 )
 
 
-@pytest.mark.parametrize("config_name", ["en-small.toml", "en-small-continue.toml", "en-small-stage3.toml"])
+@pytest.mark.parametrize(
+    "config_name", ["en-small.toml", "en-small-continue.toml", "en-small-stage3.toml", "en-small-stage4.toml"]
+)
 def test_training_configs_describe_the_shipped_model(config_name: str) -> None:
     """The model card's reproduce commands train this very architecture."""
     from model.training.trainer import TrainConfig, model_config
