@@ -16,9 +16,10 @@ MODEL_DIR = Path(__file__).resolve().parents[1] / "model" / "pretrained" / "en-s
 # A Harvard sentence: evaluation-only text, never in the training corpus.
 SENTENCE = "THE BIRCH CANOE SLID ON THE SMOOTH PLANKS"
 # What the shipped model reaches on this test plus a small margin (see its model card); keep it honest,
-# not aspirational. en-small stage 3 (session 4) measured CER 0.17 (rms, unseen speaker) and 0.15 (kal16);
-# the target of issue 3 is 0.10 for both: lower these as better models ship.
-MAX_CER = {"rms": 0.25, "kal16": 0.22}
+# not aspirational. Greedy CER, en-small stage 3 (session 4): 0.17 (rms, unseen speaker), 0.15 (kal16);
+# stage 4 (session 5): 0.27 and 0.10 (one sentence is noisy: stage 4 is better on the 100 held-out rms
+# utterances, 30.8% vs 32.6%). The target of issue 3 is 0.10 for both: lower these as better models ship.
+MAX_CER = {"rms": 0.32, "kal16": 0.15}
 
 pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model.safetensors").exists(), reason="no embedded model")
 
