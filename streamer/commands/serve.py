@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         engine = RecognitionEngine(settings)
     except (OSError, ValueError) as exc:
-        print(f"conformer-streamer serve: cannot load the model: {exc}", file=sys.stderr)
+        print(f"conformer-streamer serve: cannot start the engine (model, decoder): {exc}", file=sys.stderr)
         return 1
     engine.start()
     try:
