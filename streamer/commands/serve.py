@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         engine = RecognitionEngine(settings)
-    except (OSError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: beam asked for without the lm extra
         print(f"conformer-streamer serve: cannot start the engine (model, decoder): {exc}", file=sys.stderr)
         return 1
     engine.start()
