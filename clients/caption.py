@@ -352,7 +352,11 @@ async def caption_standalone(
             loop.call_soon_threadsafe(ended.set)
 
     renderer.message("loading the model…")
-    engine = engine_module.RecognitionEngine(settings)
+    try:
+        engine = engine_module.RecognitionEngine(settings)
+    except (OSError, RuntimeError, ValueError) as error:  # no such model, a bad decoder setting
+        renderer.message(f"caption: cannot start the recognizer: {error}")
+        return 2
     await loop.run_in_executor(None, engine.start)
     try:
         stream = engine.open_stream(

@@ -119,3 +119,13 @@ def test_list_devices_runs():
     # a machine without sound cards reports none (exit 1); either way no traceback
     assert proc.returncode in (0, 1) and "Traceback" not in err, err
     assert out or err
+
+
+def test_standalone_with_a_bad_model_or_decoder_says_why(noise_wav, tmp_path):
+    for args, reason in (
+        (["--model.path", str(tmp_path / "missing")], "cannot start the recognizer"),
+        (["--decoder.method", "viterbi"], "decoder method must be one of"),
+    ):
+        proc = _caption(["--standalone", *args, "--file", str(noise_wav), "--speed", "0"])
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and reason in err and "Traceback" not in err, err
