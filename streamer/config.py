@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.training.decoding import LM_WEIGHT, WORD_SCORE
+from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, WORD_SCORE
 
 
 @dataclass
@@ -67,7 +67,7 @@ class DecoderSettings:
     method: str = (
         "auto"  # "auto" (beam with the model's own LM when the lm extra is installed) | "greedy" | "beam"
     )
-    beam_width: int = 16
+    beam_width: int = BEAM_WIDTH
     lm_path: str | None = None  # n-gram LM (ARPA or KenLM binary); None = the embedded one if present
     lm_weight: float = LM_WEIGHT  # the LM's alpha; defaults chosen on the development set
     word_score: float = WORD_SCORE

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from model.training.decoding import LM_WEIGHT, WORD_SCORE
+from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, WORD_SCORE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=str(WORD_SCORE),
         help=f"word insertion bonus (default {WORD_SCORE}); a comma list runs one decoder per value",
     )
-    parser.add_argument("--beam-width", type=int, default=32)
+    parser.add_argument("--beam-width", type=int, default=BEAM_WIDTH)
     parser.add_argument(
         "--sets",
         default="synthetic,real",

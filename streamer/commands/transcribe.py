@@ -21,6 +21,7 @@ import torch
 from model.audio import load_audio
 from model.processor import Wav2Vec2Processor
 from model.tokenizer import Wav2Vec2CTCTokenizer
+from model.training.decoding import BEAM_WIDTH
 from streamer.beam import word_confidence
 from streamer.offline import WHOLE_FILE_LIMIT_S, WINDOW_CONTEXT_S, WINDOW_S, offline_windows
 from streamer.windowing import FrameGeometry
@@ -89,7 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "installed; else greedy)",
     )
     parser.add_argument(
-        "--beam-width", type=int, default=16, help="beams kept by --decoder beam (default: 16)"
+        "--beam-width",
+        type=int,
+        default=BEAM_WIDTH,
+        help=f"beams kept by the beam search (default: {BEAM_WIDTH})",
     )
     parser.add_argument(
         "--lm",
@@ -190,7 +194,7 @@ def transcribe_audio(
     audio: np.ndarray,
     recognizer: Recognizer,
     decoder: str = "greedy",
-    beam_width: int = 16,
+    beam_width: int = BEAM_WIDTH,
     search: BeamDecoder | None = None,
 ) -> Transcription:
     """Transcribe one 1-D waveform at the processor's sampling rate.
@@ -274,7 +278,7 @@ def greedy_decode(
 
 def make_beam_search(
     tokenizer: Wav2Vec2CTCTokenizer,
-    beam_width: int = 16,
+    beam_width: int = BEAM_WIDTH,
     lm_path: str | Path | None = None,
     lm_weight: float | None = None,
     word_score: float | None = None,
