@@ -373,3 +373,16 @@ def test_beam_word_times_are_stream_times(tiny_dir: Path, monkeypatch: pytest.Mo
         if greedy.text == beam.text:  # the same words: the same times, within a frame or two
             for g, b in zip(greedy.words, beam.words, strict=True):
                 assert abs(g.start - b.start) <= 0.06 and abs(g.end - b.end) <= 0.06, (g, b)
+
+
+def test_offline_reference_windows_long_recordings(engine: RecognitionEngine) -> None:
+    """Up to 15 s one forward; beyond, 15 s windows whose kept frames tile the recording once."""
+    short = babble(4.0, seed=5)
+    assert np.array_equal(engine.offline_log_probs(short), engine.log_probs(short))
+    long = babble(40.0, seed=6)
+    windowed = engine.offline_log_probs(long)
+    assert windowed.shape == (engine.geometry.num_frames(len(long)), len(engine.vocab.raw_tokens))
+    whole = engine.log_probs(long)
+    assert windowed.shape == whole.shape and not np.allclose(windowed, whole)  # other context, other numbers
+    head = engine.log_probs(long[: 15 * 16000])
+    assert np.allclose(windowed[:100], head[:100], atol=1e-5)  # the first window's frames are its own
