@@ -99,7 +99,14 @@ ARCHITECTURE_KEYS = (
 
 
 @pytest.mark.parametrize(
-    "config_name", ["en-small.toml", "en-small-continue.toml", "en-small-stage3.toml", "en-small-stage4.toml"]
+    "config_name",
+    [
+        "en-small.toml",
+        "en-small-continue.toml",
+        "en-small-stage3.toml",
+        "en-small-stage4.toml",
+        "en-small-stage5.toml",
+    ],
 )
 def test_training_configs_describe_the_shipped_model(config_name: str) -> None:
     """The model card's reproduce commands train this very architecture."""
