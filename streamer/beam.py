@@ -77,12 +77,16 @@ def resolve_decoder(method: str, lm_path: str | None, model_path: str | None) ->
     ``lm`` extra is installed and the model ships an LM (or ``lm_path`` names one), else greedy.
 
     ``auto`` never borrows the training cache's LM: a model with another vocabulary would get an LM whose
-    words it cannot spell. An explicit ``beam`` still searches there (see `find_lm`).
+    words it cannot spell. An explicit ``beam`` still searches there (see `find_lm`). ``lm_path="none"``
+    (the command lines' ``--lm none``) means no LM: a plain beam search if ``beam`` was asked for, else
+    greedy.
     """
     if method not in DECODER_METHODS:
         raise ValueError(f"decoder method must be one of {DECODER_METHODS}, got {method!r}")
     if method == "greedy":
         return "greedy", None, "asked for"
+    if lm_path == "none":
+        return ("beam", None, "asked for, without an LM") if method == "beam" else ("greedy", None, "no LM")
     if method == "beam":
         return "beam", lm_path or find_lm(model_path), "asked for"
     lm_path = lm_path or model_lm(model_path)

@@ -331,6 +331,8 @@ def test_auto_decoder_is_beam_only_with_the_models_own_lm(tiny_dir: Path, tmp_pa
     with_lm = tmp_path / "with-lm"
     shutil.copytree(tiny_dir, with_lm)
     lm.build_arpa(["hello world", "hello there"], with_lm / "lm.arpa.gz", order=2)
+    assert resolve_decoder("auto", "none", str(with_lm))[:2] == ("greedy", None)  # --lm none
+    assert resolve_decoder("beam", "none", str(with_lm))[:2] == ("beam", None)  # a plain beam search
     method, lm_path, why = resolve_decoder("auto", None, str(with_lm))
     if importlib.util.find_spec("pyctcdecode") is None or importlib.util.find_spec("kenlm") is None:
         assert (method, lm_path) == ("greedy", None) and "not installed" in why

@@ -55,12 +55,10 @@ def run(args: argparse.Namespace) -> int:
     if args.decoder in ("greedy", "both"):
         decoders["greedy"] = decoding.GreedyDecoder(vocab)
     if args.decoder in ("beam", "both"):
-        from streamer.beam import find_lm
+        from streamer.beam import resolve_decoder
 
-        if args.lm is not None and str(args.lm) == "none":
-            lm = None  # a plain beam search
-        else:
-            lm = args.lm or find_lm(None if args.model is None else str(args.model))
+        lm_arg = None if args.lm is None else str(args.lm)
+        _, lm, _ = resolve_decoder("beam", lm_arg, None if args.model is None else str(args.model))
         grid = [(float(a), float(b)) for a in args.alpha.split(",") for b in args.beta.split(",")]
         for alpha, beta in grid:
             name = "beam" if len(grid) == 1 else f"a{alpha:g}/b{beta:g}"

@@ -13,7 +13,7 @@ import logging
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,13 +21,10 @@ import torch
 from model.audio import load_audio
 from model.processor import Wav2Vec2Processor
 from model.tokenizer import Wav2Vec2CTCTokenizer
-from model.training.decoding import BEAM_WIDTH
+from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, WORD_SCORE, BeamDecoder
 from streamer.beam import word_confidence
 from streamer.offline import WHOLE_FILE_LIMIT_S, WINDOW_CONTEXT_S, WINDOW_S, offline_windows
 from streamer.windowing import FrameGeometry
-
-if TYPE_CHECKING:
-    from model.training.decoding import BeamDecoder
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +108,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from streamer.beam import resolve_decoder
 
-    if args.lm == "none":  # a plain beam search if asked for one, else nothing to search with
-        decoder, lm_path, why = ("beam" if args.decoder == "beam" else "greedy"), None, "--lm none"
-    else:
-        decoder, lm_path, why = resolve_decoder(args.decoder, args.lm, args.model)
+    decoder, lm_path, why = resolve_decoder(args.decoder, args.lm, args.model)
     search = None
     if decoder == "beam":
         try:
@@ -280,18 +274,16 @@ def make_beam_search(
     tokenizer: Wav2Vec2CTCTokenizer,
     beam_width: int = BEAM_WIDTH,
     lm_path: str | Path | None = None,
-    lm_weight: float | None = None,
-    word_score: float | None = None,
+    lm_weight: float = LM_WEIGHT,
+    word_score: float = WORD_SCORE,
 ) -> BeamDecoder:
     """The project's CTC prefix beam search (``model.training.decoding``), with a word n-gram LM if given."""
     try:
-        from model.training.decoding import LM_WEIGHT, WORD_SCORE, BeamDecoder
-
         return BeamDecoder(
             tokenizer.get_vocab(),
             lm_path,
-            alpha=LM_WEIGHT if lm_weight is None else lm_weight,
-            beta=WORD_SCORE if word_score is None else word_score,
+            alpha=lm_weight,
+            beta=word_score,
             beam_width=beam_width,
             blank=tokenizer.pad_token,
             delimiter=tokenizer.word_delimiter_token,
