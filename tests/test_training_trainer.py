@@ -198,3 +198,73 @@ def test_targets_use_todays_spelling_of_archaic_splits(tmp_path) -> None:
     assert trainer.decode_ids([i for x in labels[0].tolist() for i in (x, 0)]) == "SEE YOU TODAY"
     assert error_rates(["SEE YOU TO DAY"], ["SEE YOU TODAY"])["wer"] == 0.0
     assert error_rates(["FROM DAY TO DAY"], ["FROM DAY TODAY"])["wer"] == 0.5  # meant as two words
+
+
+def _consistency_batch(seconds: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = [int(s * 16000) for s in seconds]
+    values = torch.zeros(len(lengths), max(lengths))
+    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for i, n in enumerate(lengths):
+        values[i, :n] = torch.randn(n)
+        mask[i, :n] = 1
+    return values, mask
+
+
+@pytest.mark.parametrize("layers", [0, 1])
+def test_consistency_crops_line_up_with_the_whole_inputs_frames(layers: int) -> None:
+    """Without encoder layers every frame sees only its own samples (layer-norm feature encoder, frame-wise
+    projection; the positional convolution's reach stays inside the left-out edges), so an aligned crop
+    reproduces the whole input's frames and the loss is ~0; one attention layer makes frames depend on
+    context, and the loss is not."""
+    torch.manual_seed(0)
+    tiny = {**TINY, "num_hidden_layers": layers, "feat_extract_norm": "layer", "do_stable_layer_norm": True}
+    cfg = trainer.TrainConfig(
+        model=tiny, consistency_crop_seconds=(0.6, 0.9), consistency_renormalize=0.0, consistency_seconds=4.0
+    )
+    model = trainer.build_model(cfg).eval()
+    with torch.no_grad():  # peaked output distributions (a fresh head's are near uniform: KL ~ 0 anyway)
+        model.lm_head.weight.mul_(100.0)
+    values, mask = _consistency_batch([2.0, 1.3, 0.5])
+    with torch.no_grad():
+        logits = model(values, attention_mask=mask).logits
+        losses = [
+            float(trainer.context_consistency_loss(model, values, mask, logits, cfg, random.Random(seed)))
+            for seed in range(5)
+        ]
+    if layers == 0:
+        assert max(losses) < 1e-7, losses  # measured 0.0
+    else:
+        assert min(losses) > 1e-6, losses  # measured 2e-5 to 8e-5
+    # nothing long enough to crop
+    short_values, short_mask = _consistency_batch([0.5])
+    with torch.no_grad():
+        short_logits = model(short_values, attention_mask=short_mask).logits
+    assert (
+        trainer.context_consistency_loss(model, short_values, short_mask, short_logits, cfg, random.Random(0))
+        is None
+    )
+
+
+def test_training_with_context_consistency_logs_and_lowers_it(tmp_path) -> None:
+    _tiny_corpus(tmp_path)
+    cfg = trainer.TrainConfig(
+        name="tiny-consistency",
+        model={**TINY, "feat_extract_norm": "layer", "do_stable_layer_norm": True},
+        batch_seconds=4.0,
+        p_augment=0.0,
+        num_workers=0,
+        warmup_steps=1,
+        lr=3e-3,
+        max_steps=1000,
+        eval_every=10**9,
+        log_every=1,
+        threads=1,
+        consistency_weight=1.0,
+        consistency_crop_seconds=(0.4, 0.6),
+    )
+    torch.manual_seed(0)
+    out = trainer.train(cfg, tmp_path, max_steps_now=30, progress=False)
+    log = [json.loads(x) for x in (out["run_dir"] / "train.log").read_text().splitlines()]
+    consistency = [r["consistency"] for r in log if "consistency" in r]
+    assert len(consistency) == 30
+    assert np.mean(consistency[-5:]) < np.mean(consistency[:5])

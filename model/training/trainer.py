@@ -6,7 +6,10 @@
   masking, configured by ``mask_time_prob`` etc.);
 * AdamW, linear warm-up then cosine decay; bf16 autocast on CUDA, fp32 on CPU;
 * resumable checkpoints (model, optimizer, scheduler, step, RNG states) every ``checkpoint_minutes``;
-* periodic greedy CER on a fixed subset of the synthetic held-out-voice set; ``best.pt`` keeps the best.
+* periodic greedy CER on a fixed subset of the synthetic held-out-voice set; ``best.pt`` keeps the best;
+* optional context consistency (``consistency_weight``): frame-aligned crops of the batch go through the
+  model again and their frames are pulled toward the whole input's (KL), so that a frame's output
+  depends little on how much audio surrounds it. Streaming windows and offline windows then agree.
 """
 
 from __future__ import annotations
@@ -124,6 +127,16 @@ class TrainConfig:
     max_steps: int = 20000
     min_lr_ratio: float = 0.05
     grad_clip: float = 5.0
+    # context consistency: KL(whole input || crop) per frame, weighted; 0 = off. Crops of 1.5-4 s start on
+    # frame boundaries (so crop frame k is whole-input frame start + k), about `consistency_seconds` of
+    # them per batch; frames within `consistency_edge_s` of a crop edge are left out (no context there)
+    consistency_weight: float = 0.0
+    consistency_crop_seconds: tuple[float, float] = (1.5, 4.0)
+    consistency_seconds: float = 8.0
+    consistency_edge_s: float = 0.2
+    # share of crops normalized on their own (per-window normalization); the rest keep the whole
+    # utterance's statistics (as running normalization does)
+    consistency_renormalize: float = 0.5
     # bookkeeping
     log_every: int = 25
     eval_every: int = 250
@@ -143,7 +156,7 @@ class TrainConfig:
         unknown = set(flat) - known
         if unknown:
             raise ValueError(f"unknown training settings: {sorted(unknown)}")
-        for key in ("betas", "pause_seconds"):
+        for key in ("betas", "pause_seconds", "consistency_crop_seconds"):
             if key in flat:
                 flat[key] = tuple(flat[key])
         return cls(**flat)
@@ -435,6 +448,48 @@ def start_from_export(model, directory: Path) -> None:
     log.warning("initialized from %s", directory)
 
 
+def context_consistency_loss(
+    model,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    logits: torch.Tensor,
+    cfg: TrainConfig,
+    rng: random.Random,
+) -> torch.Tensor | None:
+    """Mean per-frame KL(whole || crop) over frame-aligned crops of the batch; None when no utterance
+    is long enough for a crop.
+
+    ``values``/``mask``: the batch (B, N) as the model saw it; ``logits``: its output (B, F, V). The
+    whole-input distribution is the target (no gradient): CTC keeps it right, this term makes the crop
+    (a window with little context, as in streaming) agree with it.
+    """
+    stride = math.prod(model.config.conv_stride)
+    lo, hi = cfg.consistency_crop_seconds
+    crop = max(1, round(rng.uniform(lo, hi) * 16000 / stride)) * stride
+    lengths = mask.sum(-1).tolist()
+    candidates = [i for i, n in enumerate(lengths) if n >= crop + stride]
+    if not candidates:
+        return None
+    count = min(len(candidates), max(1, round(cfg.consistency_seconds * 16000 / crop)))
+    chosen = rng.sample(candidates, count)
+    starts = [rng.randrange(0, (int(lengths[i]) - crop) // stride + 1) for i in chosen]  # in frames
+    crops = torch.stack(
+        [values[i, s * stride : s * stride + crop] for i, s in zip(chosen, starts, strict=True)]
+    )
+    renorm = torch.tensor([rng.random() < cfg.consistency_renormalize for _ in chosen], device=crops.device)
+    renorm = renorm[:, None]
+    own = (crops - crops.mean(-1, keepdim=True)) / torch.sqrt(crops.var(-1, keepdim=True) + 1e-7)
+    crops = torch.where(renorm, own, crops)
+    student = model(crops).logits.float().log_softmax(-1)  # (count, Fc, V)
+    frames = student.shape[1]
+    edge = min(round(cfg.consistency_edge_s * 16000 / stride), (frames - 1) // 2)
+    # (count, Fc, V): the whole input's frames the crops cover
+    teacher = torch.stack([logits[i, s : s + frames] for i, s in zip(chosen, starts, strict=True)])
+    teacher = teacher.detach().float().log_softmax(-1)
+    kl = (teacher.exp() * (teacher - student)).sum(-1)  # (count, Fc)
+    return kl[:, edge : frames - edge].mean()
+
+
 def train(
     cfg: TrainConfig,
     home: Path,
@@ -518,6 +573,8 @@ def train(
         mininterval=10,
     )
     bar.write(f"model: {n_params / 1e6:.2f} M parameters; run dir {run_dir}")
+    # its own stream, seeded by the step: resuming continues the same sequence of crops
+    consistency_rng = random.Random(cfg.seed * 7919 + state["step"])
     done = False
     while not done:
         records = [
@@ -558,7 +615,12 @@ def train(
             values, mask, labels = values.to(dev), mask.to(dev), labels.to(dev)
             with autocast:
                 out = model(values, attention_mask=mask, labels=labels)
-            loss = out.loss
+                consistency = (
+                    context_consistency_loss(model, values, mask, out.logits, cfg, consistency_rng)
+                    if cfg.consistency_weight > 0
+                    else None
+                )
+            loss = out.loss if consistency is None else out.loss + cfg.consistency_weight * consistency
             if not torch.isfinite(loss):
                 optimizer.zero_grad(set_to_none=True)
                 state["batch_in_epoch"] += 1
@@ -580,6 +642,11 @@ def train(
                             {
                                 "step": state["step"],
                                 "loss": round(loss.item(), 4),
+                                **(
+                                    {"consistency": round(consistency.item(), 4)}
+                                    if consistency is not None
+                                    else {}
+                                ),
                                 "gnorm": round(float(gnorm), 3),
                                 "lr": scheduler.get_last_lr()[0],
                                 "audio_h": round(state["audio_seconds"] / 3600, 3),
