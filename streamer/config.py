@@ -68,7 +68,8 @@ class DecoderSettings:
         "auto"  # "auto" (beam with the model's own LM when the lm extra is installed) | "greedy" | "beam"
     )
     beam_width: int = BEAM_WIDTH
-    lm_path: str | None = None  # n-gram LM (ARPA or KenLM binary); None = the embedded one if present
+    # n-gram LM (ARPA or KenLM binary); "" = the model's own (lm.arpa.gz beside it) if any; "none" = no LM
+    lm_path: str = ""
     lm_weight: float = LM_WEIGHT  # the LM's alpha; defaults chosen on the development set
     word_score: float = WORD_SCORE
 

@@ -69,6 +69,12 @@ def test_config_file_flags_and_aliases(tmp_path):
     assert parse(["--mic", "3"]).server.mic == "3"
     defaults = parse([])
     assert defaults.server.host == "127.0.0.1" and defaults.server.port == 2700  # loopback by default
+    # "none" is the word for "no LM", not "unset" (which means the model's own LM)
+    assert parse([]).decoder.lm_path == ""
+    assert parse(["--decoder.lm_path", "none"]).decoder.lm_path == "none"
+    no_lm = tmp_path / "no-lm.toml"
+    no_lm.write_text('[decoder]\nlm_path = "none"\n')
+    assert parse(["--config", str(no_lm)]).decoder.lm_path == "none"
     with pytest.raises(ValueError, match="unknown option"):
         bad = tmp_path / "bad.toml"
         bad.write_text("[server]\nprot = 1\n")

@@ -235,10 +235,36 @@ def test_beam_decoder_uses_the_word_lm(tmp_path, capsys):
         assert cli.main(["transcribe", *extra, str(wav)]) == 0
         return capsys.readouterr().out.strip()
 
-    greedy = run()
+    greedy = run("--decoder", "greedy")
     with_lm = run("--decoder", "beam", "--lm", str(arpa))
     without_lm = run("--decoder", "beam", "--lm", "none")
     assert with_lm == sentence, (greedy, with_lm)
     # every word the LM decoder prints is a word of the LM, which greedy and LM-free beam do not promise
     assert set(with_lm.split()) <= {w for s in corpus for w in s.split()}
     assert without_lm != with_lm or greedy == sentence
+
+
+def test_python_api_decodes_as_the_command_line_does(capsys):
+    """README's Python equivalent (`load_recognizer` + `transcribe_file`, defaults) prints what
+    `conformer-streamer transcribe FILE` prints: the same decoder ("auto"), built once per recognizer."""
+    from model import default_model_dir
+    from streamer.beam import beam_search_installed
+
+    if not (default_model_dir() / "model.safetensors").exists():
+        pytest.skip("needs the embedded model")
+    wav = str(DATA / "hello_world.wav")
+    assert cli.main(["transcribe", wav]) == 0
+    printed = capsys.readouterr().out.strip()
+    recognizer = transcribe.load_recognizer()
+    assert transcribe.transcribe_file(wav, recognizer).text == printed
+    ships_lm = (default_model_dir() / "lm.arpa.gz").exists()
+    search = recognizer.searches[("auto", transcribe.BEAM_WIDTH)]
+    assert (search is not None) == (ships_lm and beam_search_installed())
+    transcribe.transcribe_file(wav, recognizer)
+    assert recognizer.searches[("auto", transcribe.BEAM_WIDTH)] is search  # reused, not rebuilt
+    assert cli.main(["transcribe", "--decoder", "greedy", wav]) == 0
+    assert (
+        transcribe.transcribe_file(wav, recognizer, decoder="greedy").text == capsys.readouterr().out.strip()
+    )
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        transcribe.transcribe_file(wav, recognizer, decoder="beams")

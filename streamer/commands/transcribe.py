@@ -57,6 +57,9 @@ class Recognizer:
     device: torch.device
     dtype: torch.dtype
     geometry: FrameGeometry = field(default_factory=FrameGeometry)  # the feature encoder's frame grid
+    model_dir: str | None = None  # where it was loaded from: its lm.arpa.gz is the default word LM
+    # (decoder, beam width) -> the beam search `transcribe_audio` settled on for it (None: greedy)
+    searches: dict[tuple[str, int], BeamDecoder | None] = field(default_factory=dict, repr=False)
 
     @property
     def frame_seconds(self) -> float:
@@ -162,7 +165,7 @@ def load_recognizer(
     config = getattr(network, "config", None)
     geometry = FrameGeometry.from_config(config) if hasattr(config, "conv_kernel") else FrameGeometry()
     processor = Wav2Vec2Processor.from_pretrained(directory)
-    return Recognizer(network, processor, torch_device, DTYPES[dtype], geometry)
+    return Recognizer(network, processor, torch_device, DTYPES[dtype], geometry, model_dir=str(directory))
 
 
 def _resolve_model_dir(dir_or_id: str | Path | None) -> Path:
@@ -187,28 +190,51 @@ def _load_network(directory: Path, dtype: torch.dtype, device: torch.device) -> 
 def transcribe_audio(
     audio: np.ndarray,
     recognizer: Recognizer,
-    decoder: str = "greedy",
+    decoder: str = "auto",
     beam_width: int = BEAM_WIDTH,
     search: BeamDecoder | None = None,
 ) -> Transcription:
     """Transcribe one 1-D waveform at the processor's sampling rate.
 
-    ``decoder="beam"`` uses ``search`` (from :func:`make_beam_search`; build it once for many files) or
-    else a new one with the LM found as the daemon finds it (``streamer.beam.find_lm``).
+    ``decoder`` as on the command line: ``"auto"`` (beam search with the model's own LM when the ``lm``
+    extra is installed, else greedy), ``"greedy"`` or ``"beam"`` (LM found as the daemon finds it,
+    `streamer.beam.resolve_decoder`); the search is built once per recognizer. ``search`` (from
+    :func:`make_beam_search`) replaces it, e.g. for another LM.
     """
+    from streamer.beam import DECODER_METHODS
+
+    if decoder not in DECODER_METHODS:
+        raise ValueError(f"decoder must be one of {DECODER_METHODS}, got {decoder!r}")
     log_probs = frame_log_probs(audio, recognizer)
     if len(log_probs) == 0:
         return Transcription(text="")
     tokenizer = recognizer.processor.tokenizer
-    if decoder == "greedy":
+    if decoder != "greedy" and search is None:
+        search = _default_search(recognizer, decoder, beam_width)
+    if decoder == "greedy" or search is None:
         return greedy_decode(log_probs, tokenizer, recognizer.frame_seconds)
-    if decoder == "beam":
-        if search is None:
-            from streamer.beam import find_lm
+    return beam_decode(log_probs, tokenizer, recognizer.frame_seconds, search)
 
-            search = make_beam_search(tokenizer, beam_width, find_lm(None))
-        return beam_decode(log_probs, tokenizer, recognizer.frame_seconds, search)
-    raise ValueError(f"decoder must be 'greedy' or 'beam', got {decoder!r}")
+
+def _default_search(recognizer: Recognizer, decoder: str, beam_width: int) -> BeamDecoder | None:
+    """The beam search ``decoder`` settles on for this recognizer's model (cached), or None for greedy.
+    An explicit ``beam`` that cannot be built raises; ``auto`` falls back to greedy with a warning."""
+    from streamer.beam import resolve_decoder
+
+    key = (decoder, beam_width)
+    if key not in recognizer.searches:
+        method, lm_path, why = resolve_decoder(decoder, None, recognizer.model_dir)
+        log.info("decoder: %s (%s), LM %s", method, why, lm_path or "none")
+        search = None
+        if method == "beam":
+            try:
+                search = make_beam_search(recognizer.processor.tokenizer, beam_width, lm_path)
+            except (RuntimeError, OSError, ValueError) as error:
+                if decoder == "beam":
+                    raise
+                log.warning("decoder: greedy, the model's LM %s did not load: %s", lm_path, error)
+        recognizer.searches[key] = search
+    return recognizer.searches[key]
 
 
 def frame_log_probs(
