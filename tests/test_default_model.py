@@ -13,13 +13,23 @@ import pytest
 import torch
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "model" / "pretrained" / "en-small"
-# A Harvard sentence: evaluation-only text, never in the training corpus.
-SENTENCE = "THE BIRCH CANOE SLID ON THE SMOOTH PLANKS"
+# Harvard sentences: evaluation-only text, never in the training corpus.
+SENTENCES = (
+    "THE BIRCH CANOE SLID ON THE SMOOTH PLANKS",
+    "GLUE THE SHEET TO THE DARK BLUE BACKGROUND",
+    "IT'S EASY TO TELL THE DEPTH OF A WELL",
+    "THESE DAYS A CHICKEN LEG IS A RARE DISH",
+    "RICE IS OFTEN SERVED IN ROUND BOWLS",
+)
 # What the shipped model reaches on this test plus a small margin (see its model card); keep it honest,
-# not aspirational. Greedy CER, en-small stage 3 (session 4): 0.17 (rms, unseen speaker), 0.15 (kal16);
-# stage 4 (session 5): 0.27 and 0.10 (one sentence is noisy: stage 4 is better on the 100 held-out rms
-# utterances, 30.8% vs 32.6%). The target of issue 3 is 0.10 for both: lower these as better models ship.
-MAX_CER = {"rms": 0.32, "kal16": 0.15}
+# not aspirational. Mean greedy CER over the five sentences, en-small stage 5 (session 6): 0.49 (rms, a
+# speaker never heard in training; per sentence 0.32-0.62) and 0.14 (kal16; 0.08-0.26); stage 4: 0.44 and
+# 0.14. One sentence alone swung by 0.07-0.10 between models that the 100-utterance hold-out ranks the
+# other way, hence five. The target of issue 3 is 0.10 for both: lower these as better models ship.
+MAX_MEAN_CER = {"rms": 0.55, "kal16": 0.18}
+# kal16 (a training voice reading unseen text): sentences that come back within the issue's 10% CER
+# (stage 5: 3 of 5, stage 4: 3 of 5).
+MIN_WITHIN_10_PERCENT = {"rms": 0, "kal16": 2}
 
 pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model.safetensors").exists(), reason="no embedded model")
 
@@ -30,13 +40,11 @@ def _cer(ref: str, hyp: str) -> float:
     return edit_distance(list(ref), list(hyp)) / len(ref)
 
 
-def _synthesize(tmp_path: Path, voice: str) -> np.ndarray:
+def _synthesize(tmp_path: Path, voice: str, sentence: str) -> np.ndarray:
     if not shutil.which("flite"):
         pytest.skip("flite not installed")
     out = tmp_path / "s.wav"
-    subprocess.run(
-        ["flite", "-voice", voice, "-t", SENTENCE.capitalize().lower(), "-o", str(out)], check=True
-    )
+    subprocess.run(["flite", "-voice", voice, "-t", sentence.lower(), "-o", str(out)], check=True)
     from model.audio import load_audio
 
     audio = load_audio(out, 16000).astype(np.float32)
@@ -69,13 +77,18 @@ def test_ours_and_transformers_agree() -> None:
 
 
 @pytest.mark.parametrize("voice", ["rms", "kal16"])  # rms: a speaker never heard in training
-def test_transcribes_synthesized_sentence(tmp_path, voice) -> None:
+def test_transcribes_synthesized_sentences(tmp_path, voice) -> None:
     from model.training import decoding, evaluation
 
     model, vocab = evaluation.load_model(MODEL_DIR)
-    audio = _synthesize(tmp_path, voice)
-    text = decoding.GreedyDecoder(vocab).decode(evaluation.log_probs(model, audio)).text
-    assert _cer(SENTENCE, text) <= MAX_CER[voice], text
+    decoder = decoding.GreedyDecoder(vocab)
+    texts = [
+        decoder.decode(evaluation.log_probs(model, _synthesize(tmp_path, voice, sentence))).text
+        for sentence in SENTENCES
+    ]
+    cers = [_cer(sentence, text) for sentence, text in zip(SENTENCES, texts, strict=True)]
+    assert np.mean(cers) <= MAX_MEAN_CER[voice], list(zip(cers, texts, strict=True))
+    assert sum(c <= 0.10 for c in cers) >= MIN_WITHIN_10_PERCENT[voice], list(zip(cers, texts, strict=True))
 
 
 # What decides the weights' shapes and the computation; dropout and SpecAugment only shape training.

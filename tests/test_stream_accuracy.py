@@ -57,15 +57,17 @@ def speech() -> np.ndarray:
     return audio
 
 
-# The interim en-small model (held-out greedy CER 26%) is so unsure that a different context flips many
-# characters. Streamed vs offline CER on this audio (4 voices in turn), chunk 0.25 / 0.5 / 1 / 2 s,
-# stage-4 model: 0.079 / 0.076 / 0.082 / 0.051 with the default decoder (beam + the model's LM), 0.079 /
-# 0.066 / 0.066 / 0.059 greedy (stage 3: 0.06-0.09), the offline reference going through 15 s windows as
-# `transcribe` does (0.21-0.22 against a single whole-input pass, which this model gets far wrong on voice
-# changes). The acceptance bound of issue 4 (1%) stays; strict, so these start failing as soon as a shipped
-# model meets it (then drop this).
+# The interim en-small model (held-out greedy CER 25%) is so unsure that a different context flips many
+# characters. Streamed vs offline CER on this audio (4 voices in turn), chunk 0.25 / 0.5 / 1 / 2 s, stage-5
+# model (session 6): 0.062 / 0.067 / 0.058 / 0.051 with the default decoder (beam + the model's LM), 0.058 /
+# 0.058 / 0.054 / 0.043 greedy (stage 4: 0.079 / 0.076 / 0.082 / 0.051 and 0.079 / 0.066 / 0.066 / 0.059),
+# the offline reference going through 15 s windows as `transcribe` does. Most of it is the one voice the
+# model never heard (flite rms): per voice at chunk 0.5 / 1 s, greedy, kal16 / awb / slt 0.024-0.032, rms
+# 0.17-0.19; beam 0.004-0.033 and 0.26. Two offline layouts (12 s vs 15 s windows) already disagree by
+# 0.026 (greedy). The acceptance bound of issue 4 (1%) stays; strict, so these start failing as soon as a
+# shipped model meets it (then drop this).
 INTERIM_MODEL = pytest.mark.xfail(
-    reason="interim en-small: streamed vs offline CER 0.05-0.08 (issue 4 bound: 0.01)",
+    reason="interim en-small: streamed vs offline CER 0.04-0.07 (issue 4 bound: 0.01)",
     strict=True,
     raises=AssertionError,
 )
@@ -132,21 +134,81 @@ def test_streamed_word_times_follow_the_offline_alignment(offline, stream_finals
     assert sum(e <= 0.06 for e in errors) >= 0.9 * len(errors), errors[-10:]
 
 
+def dropped_or_duplicated_words(ref: list[str], hyp: list[str]) -> int:
+    """Words without a counterpart: inserted or deleted words, and the word-count difference of a replaced
+    span unless the two spans spell nearly the same letters (a word split or joined, "TO DAY" / "TODAY",
+    "ROTHINKING" / "ROE THINKING", is a spelling difference, not a dropped or repeated word)."""
+    count = 0
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_opcodes():
+        if tag in ("insert", "delete"):
+            count += (i2 - i1) + (j2 - j1)
+        elif tag == "replace":
+            letters = difflib.SequenceMatcher(a="".join(ref[i1:i2]), b="".join(hyp[j1:j2]), autojunk=False)
+            if letters.ratio() < 0.8:
+                count += abs((i2 - i1) - (j2 - j1))
+    return count
+
+
+def test_dropped_or_duplicated_words_counts_words_not_spellings() -> None:
+    ref = ["THE", "WEATHER", "TO", "DAY", "IS", "COLD", "AND", "WINDY"]
+    assert dropped_or_duplicated_words(ref, ref) == 0
+    assert dropped_or_duplicated_words(ref, ["THE", "WEATHER", "TODAY", "IS", "COLD", "AND", "WINDY"]) == 0
+    assert (
+        dropped_or_duplicated_words(ref, ["THE", "WEATHER", "TO", "DAY", "IS", "IS", "COLD", "AND", "WINDY"])
+        == 1
+    )
+    assert dropped_or_duplicated_words(ref, ["THE", "WEATHER", "TO", "DAY", "IS", "AND", "WINDY"]) == 1
+    assert (
+        dropped_or_duplicated_words(ref, ["THE", "WEATHER", "TO", "DAY", "IS", "HOT", "AND", "WINDY"]) == 0
+    )  # a substitution
+    assert (
+        dropped_or_duplicated_words(
+            ref, ["THE", "WEATHER", "TO", "DAY", "IS", "CALM", "QUITE", "AND", "WINDY"]
+        )
+        == 1
+    )
+
+
+def assert_streamed_matches_offline(offline: Final, finals: list[Final]) -> None:
+    streamed = " ".join(f.text for f in finals if f.text)
+    assert cer(streamed, offline.text) <= 0.01, (streamed, offline.text)
+    # No duplicated or dropped words at seams.
+    ref = offline.text.split()
+    assert dropped_or_duplicated_words(ref, streamed.split()) <= max(1, len(ref) // 100)
+    # Word times within 60 ms of the offline CTC alignment (words that match).
+    assert max(matched_word_time_errors(offline, finals)) <= 0.06 + 1e-6  # times are rounded to 1 ms
+
+
 @INTERIM_MODEL
 @pytest.mark.parametrize("chunk_s", [0.25, 0.5, 1.0, 2.0])
 def test_streamed_finals_match_offline(offline, stream_finals, chunk_s: float) -> None:
-    finals = stream_finals(chunk_s)
-    streamed = " ".join(f.text for f in finals if f.text)
-    assert cer(streamed, offline.text) <= 0.01, (streamed, offline.text)
-    # No duplicated or dropped words: the word sequences align without insertions or deletions.
-    ref, hyp = offline.text.split(), streamed.split()
-    ops = difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_opcodes()
-    indels = sum(
-        max(i2 - i1, j2 - j1) - min(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in ops if tag != "equal"
-    )
-    assert indels <= max(1, len(ref) // 100), ops
-    # Word times within 60 ms of the offline CTC alignment (words that match).
-    assert max(matched_word_time_errors(offline, finals)) <= 0.06
+    assert_streamed_matches_offline(offline, stream_finals(chunk_s))
+
+
+@pytest.fixture(scope="module")
+def one_voice() -> tuple[np.ndarray, Final]:
+    """63 s of the same sentences in one voice the model trained on (flite kal16), with its offline
+    transcript: the audio of the committed streaming plot (docs/streaming_tradeoffs.png)."""
+    if not shutil.which("flite"):
+        pytest.skip("flite not installed")
+    audio, _ = _bench().synthesize_speech(60.0, seed=0, voices=["kal16"])
+    return audio
+
+
+@pytest.mark.parametrize("chunk_s", [0.25, 0.5, 1.0, 2.0])
+def test_one_voice_streamed_finals_match_offline(engine, one_voice, chunk_s: float) -> None:
+    """Issue 4's bound holds where the model knows the voice: measured with stage 5 (default decoder),
+    0.93 / 0.52 / 0.52 / 0.72% CER at chunk 0.25 / 0.5 / 1 / 2 s (the plot's sweep). The 4-voice audio
+    above, with a speaker the model never heard, still fails it."""
+    offline = engine.transcribe(one_voice)
+    assert len(offline.text.split()) >= 100, offline.text
+    default = dataclasses.replace(engine.settings.streaming)
+    engine.set_streaming(dataclasses.replace(default, chunk_s=chunk_s))
+    try:
+        finals = engine.transcribe_stream(one_voice, 1600)
+    finally:
+        engine.set_streaming(default)
+    assert_streamed_matches_offline(offline, finals)
 
 
 @INTERIM_MODEL

@@ -24,7 +24,8 @@ import numpy as np
 # transcribe, evaluate). Chosen on the development set, never on the evaluation sets: en-small stage 4 with
 # the shipped LM, `conformer-streamer evaluate --sets dev --decoder beam --alpha 0.2,0.3,0.4,0.5,0.6 --beta
 # 0,1,2,3,4` (width 32): WER 48.9-49.4% along a ridge (0.3/1, 0.4/2, 0.4/3, 0.5/3), 50.2% at pyctcdecode's
-# 0.5/1, 54-59% at the grid's corners; greedy 64.6%.
+# 0.5/1, 54-59% at the grid's corners; greedy 64.6%. Stage 5 (session 6), `--alpha 0.3,0.4,0.5,0.6 --beta
+# 1,2,3`: 44.9% at 0.4/2 (best), 45.1% at 0.3/1, 46.1-50.5% elsewhere; greedy 62.5%.
 LM_WEIGHT = 0.4
 WORD_SCORE = 2.0
 # Beams kept. Development-set WER with those weights: width 8 52.2%, 16 50.1%, 32 49.0%, 64 47.8%, for
