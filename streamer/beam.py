@@ -18,8 +18,10 @@ installed, greedy otherwise (`resolve_decoder`).
 from __future__ import annotations
 
 import importlib.util
+import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -28,6 +30,9 @@ from streamer.events import Word
 
 MODEL_LM_NAMES = ("lm.arpa.gz", "lm.arpa", "lm.bin")  # an LM shipped inside a model directory
 DECODER_METHODS = ("auto", "greedy", "beam")
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _model_dir(model_path: str | None) -> Path | None:
@@ -95,6 +100,31 @@ def resolve_decoder(method: str, lm_path: str | None, model_path: str | None) ->
     if not beam_search_installed():
         return "greedy", None, "auto: pyctcdecode/kenlm not installed (pip install 'conformer-streamer[lm]')"
     return "beam", lm_path, "auto: the model's LM and the lm extra are present"
+
+
+def load_beam_search(
+    method: str,
+    lm_path: str | None,
+    model_path: str | None,
+    build: Callable[[str | None], T],
+    what: str = "decoder",
+) -> T | None:
+    """The beam search ``method`` settles on (`resolve_decoder`), built by ``build(lm_path)``, or None for
+    greedy. An explicit ``beam`` that cannot be built raises; ``auto`` only promised the better decoder
+    when it works, so a broken LM file falls back to greedy with a warning (it must not stop a daemon)."""
+    settled, lm_path, why = resolve_decoder(method, lm_path, model_path)
+    if settled == "greedy":
+        log.info("%s: greedy (%s)", what, why)
+        return None
+    try:
+        search = build(lm_path)
+    except (OSError, RuntimeError, ValueError) as error:
+        if method != "auto":
+            raise
+        log.warning("%s: greedy, the model's LM %s did not load: %s", what, lm_path, error)
+        return None
+    log.info("%s: beam (%s), LM %s", what, why, lm_path or "none")
+    return search
 
 
 def word_confidence(frame_confidence: np.ndarray, first: int, end: int) -> float:

@@ -515,24 +515,15 @@ class RecognitionEngine:
     # -- decoding ----------------------------------------------------------------------------------
 
     def _load_beam(self, settings: Settings) -> Any:
-        from streamer.beam import make_beam_decoder, resolve_decoder
+        from streamer.beam import load_beam_search, make_beam_decoder
 
-        method, lm_path, why = resolve_decoder(
-            settings.decoder.method, settings.decoder.lm_path, self.settings.model.path
+        return load_beam_search(
+            settings.decoder.method,
+            settings.decoder.lm_path,
+            self.settings.model.path,
+            lambda lm_path: make_beam_decoder(settings.decoder, self.vocab, lm_path),
+            what="finals decoder",
         )
-        if method == "greedy":
-            log.info("finals decoder: greedy (%s)", why)
-            return None
-        try:
-            beam = make_beam_decoder(settings.decoder, self.vocab, lm_path)
-        except (OSError, RuntimeError, ValueError) as error:
-            if settings.decoder.method != "auto":
-                raise
-            # auto only promised the better decoder when it works: a broken LM file must not stop the daemon
-            log.warning("finals decoder: greedy, the model's LM %s did not load: %s", lm_path, error)
-            return None
-        log.info("finals decoder: beam (%s), LM %s", why, lm_path or "none")
-        return beam
 
     def _beam_decode(self, utterance: Utterance) -> tuple[str, tuple[Word, ...]]:
         return self.beam.decode_utterance(utterance, self.geometry.stride / MODEL_SAMPLE_RATE)

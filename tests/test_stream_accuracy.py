@@ -186,9 +186,9 @@ def test_streamed_finals_match_offline(offline, stream_finals, chunk_s: float) -
 
 
 @pytest.fixture(scope="module")
-def one_voice() -> tuple[np.ndarray, Final]:
-    """63 s of the same sentences in one voice the model trained on (flite kal16), with its offline
-    transcript: the audio of the committed streaming plot (docs/streaming_tradeoffs.png)."""
+def one_voice() -> np.ndarray:
+    """63 s of the same sentences in one voice the model trained on (flite kal16): the audio of the
+    committed streaming plot (docs/streaming_tradeoffs.png)."""
     if not shutil.which("flite"):
         pytest.skip("flite not installed")
     audio, _ = _bench().synthesize_speech(60.0, seed=0, voices=["kal16"])

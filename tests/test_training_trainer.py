@@ -48,17 +48,11 @@ def _tiny_corpus(root) -> None:
     (shard / "b0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def test_text_codec_roundtrip() -> None:
-    ids = trainer.encode_text("IT'S A DOG")
-    assert trainer.decode_ids([0, *[i for x in ids for i in (x, x, 0)]]) == "IT'S A DOG"
-    assert trainer.VOCAB["<pad>"] == 0 and trainer.VOCAB["|"] == 4 and len(trainer.VOCAB) == 32
-
-
-def test_few_steps_lower_loss_and_resume(tmp_path) -> None:
-    _tiny_corpus(tmp_path)
-    cfg = trainer.TrainConfig(
-        name="tiny",
-        model=TINY,
+def _quick_run_config(name: str, model: dict, **overrides) -> trainer.TrainConfig:
+    """A short, fast run on the tiny corpus: a high learning rate, every step logged, no evaluation."""
+    return trainer.TrainConfig(
+        name=name,
+        model=model,
         batch_seconds=4.0,
         p_augment=0.0,
         num_workers=0,
@@ -68,10 +62,26 @@ def test_few_steps_lower_loss_and_resume(tmp_path) -> None:
         eval_every=10**9,
         log_every=1,
         threads=1,
+        **overrides,
     )
+
+
+def _train_log(out: dict) -> list[dict]:
+    return [json.loads(x) for x in (out["run_dir"] / "train.log").read_text().splitlines()]
+
+
+def test_text_codec_roundtrip() -> None:
+    ids = trainer.encode_text("IT'S A DOG")
+    assert trainer.decode_ids([0, *[i for x in ids for i in (x, x, 0)]]) == "IT'S A DOG"
+    assert trainer.VOCAB["<pad>"] == 0 and trainer.VOCAB["|"] == 4 and len(trainer.VOCAB) == 32
+
+
+def test_few_steps_lower_loss_and_resume(tmp_path) -> None:
+    _tiny_corpus(tmp_path)
+    cfg = _quick_run_config("tiny", TINY)
     torch.manual_seed(0)
     out = trainer.train(cfg, tmp_path, max_steps_now=30, progress=False)
-    log = [json.loads(x) for x in (out["run_dir"] / "train.log").read_text().splitlines()]
+    log = _train_log(out)
     losses = [r["loss"] for r in log if "loss" in r]
     assert len(losses) == 30
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])
@@ -247,24 +257,15 @@ def test_consistency_crops_line_up_with_the_whole_inputs_frames(layers: int) -> 
 
 def test_training_with_context_consistency_logs_and_lowers_it(tmp_path) -> None:
     _tiny_corpus(tmp_path)
-    cfg = trainer.TrainConfig(
-        name="tiny-consistency",
-        model={**TINY, "feat_extract_norm": "layer", "do_stable_layer_norm": True},
-        batch_seconds=4.0,
-        p_augment=0.0,
-        num_workers=0,
-        warmup_steps=1,
-        lr=3e-3,
-        max_steps=1000,
-        eval_every=10**9,
-        log_every=1,
-        threads=1,
+    cfg = _quick_run_config(
+        "tiny-consistency",
+        {**TINY, "feat_extract_norm": "layer", "do_stable_layer_norm": True},
         consistency_weight=1.0,
         consistency_crop_seconds=(0.4, 0.6),
     )
     torch.manual_seed(0)
     out = trainer.train(cfg, tmp_path, max_steps_now=30, progress=False)
-    log = [json.loads(x) for x in (out["run_dir"] / "train.log").read_text().splitlines()]
+    log = _train_log(out)
     consistency = [r["consistency"] for r in log if "consistency" in r]
     assert len(consistency) == 30
     assert np.mean(consistency[-5:]) < np.mean(consistency[:5])

@@ -217,23 +217,19 @@ def transcribe_audio(
 
 
 def _default_search(recognizer: Recognizer, decoder: str, beam_width: int) -> BeamDecoder | None:
-    """The beam search ``decoder`` settles on for this recognizer's model (cached), or None for greedy.
-    An explicit ``beam`` that cannot be built raises; ``auto`` falls back to greedy with a warning."""
-    from streamer.beam import resolve_decoder
+    """The beam search ``decoder`` settles on for this recognizer's model (cached), or None for greedy
+    (`streamer.beam.load_beam_search`: an explicit ``beam`` that cannot be built raises, ``auto`` falls back
+    to greedy)."""
+    from streamer.beam import load_beam_search
 
     key = (decoder, beam_width)
     if key not in recognizer.searches:
-        method, lm_path, why = resolve_decoder(decoder, None, recognizer.model_dir)
-        log.info("decoder: %s (%s), LM %s", method, why, lm_path or "none")
-        search = None
-        if method == "beam":
-            try:
-                search = make_beam_search(recognizer.processor.tokenizer, beam_width, lm_path)
-            except (RuntimeError, OSError, ValueError) as error:
-                if decoder == "beam":
-                    raise
-                log.warning("decoder: greedy, the model's LM %s did not load: %s", lm_path, error)
-        recognizer.searches[key] = search
+        recognizer.searches[key] = load_beam_search(
+            decoder,
+            None,
+            recognizer.model_dir,
+            lambda lm_path: make_beam_search(recognizer.processor.tokenizer, beam_width, lm_path),
+        )
     return recognizer.searches[key]
 
 
