@@ -244,6 +244,31 @@ def test_beam_decoder_uses_the_word_lm(tmp_path, capsys):
     assert without_lm != with_lm or greedy == sentence
 
 
+def test_a_broken_lm_falls_back_to_greedy_under_auto_and_fails_an_explicit_beam(tiny_model, tmp_path, capsys):
+    """The command line follows the daemon's policy (`streamer.beam.load_beam_search`): ``--decoder auto``
+    with an unreadable model LM prints the greedy transcript and succeeds; ``--decoder beam`` says why and
+    exits 2."""
+    import shutil
+
+    pytest.importorskip("pyctcdecode")
+    pytest.importorskip("kenlm")
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model, model_dir)
+    (model_dir / "lm.arpa.gz").write_bytes(b"not an ARPA file")
+    wav = str(DATA / "hello_world.wav")
+
+    def run(decoder: str) -> tuple[int, str, str]:
+        code = cli.main(["transcribe", "--model", str(model_dir), "--decoder", decoder, "--json", wav])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, greedy, _ = run("greedy")
+    assert code == 0 and json.loads(greedy)["file"] == wav
+    assert run("auto")[:2] == (0, greedy)
+    code, out, err = run("beam")
+    assert code == 2 and out == "" and "error:" in err
+
+
 def test_python_api_decodes_as_the_command_line_does(capsys):
     """README's Python equivalent (`load_recognizer` + `transcribe_file`, defaults) prints what
     `conformer-streamer transcribe FILE` prints: the same decoder ("auto"), built once per recognizer."""

@@ -109,17 +109,21 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         print(f"error: cannot load model: {error}", file=sys.stderr)
         return 2
-    from streamer.beam import resolve_decoder
+    from streamer.beam import load_beam_search
 
-    decoder, lm_path, why = resolve_decoder(args.decoder, args.lm, args.model)
-    search = None
-    if decoder == "beam":
-        try:
-            search = make_beam_search(recognizer.processor.tokenizer, args.beam_width, lm_path)
-        except (RuntimeError, OSError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    log.info("decoder: %s (%s), width %d, LM %s", decoder, why, args.beam_width, lm_path or "none")
+    # the daemon's policy: an explicit beam that cannot be built is an error, auto falls back to greedy
+    try:
+        search = load_beam_search(
+            args.decoder,
+            args.lm,
+            args.model,
+            lambda lm_path: make_beam_search(recognizer.processor.tokenizer, args.beam_width, lm_path),
+            what=f"decoder (width {args.beam_width})",
+        )
+    except (RuntimeError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    decoder = "greedy" if search is None else "beam"
     failures = 0
     for file in args.files:
         try:
