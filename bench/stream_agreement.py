@@ -1,0 +1,78 @@
+"""How far streamed finals stray from the offline transcript across many clips, not just the test's one.
+
+    .venv/bin/python bench/stream_agreement.py [--model DIR] [--voices kal16,awb,slt] [--seeds 1,2]
+        [--layouts 1.0/0.5,1.5/0.5] [--chunks 0.25,0.5,1,2]
+
+Each seed and voice makes one ``--seconds`` clip of one voice (bench_streaming.synthesize_speech); each
+layout (left context / look-ahead seconds) streams it at every chunk size in 0.1 s packets and scores the
+finals against `RecognitionEngine.transcribe` of the same clip (issue 4's bound: CER <= 1%). Prints every
+run and, per layout, the mean, the range and how many runs met the bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", help="model directory (default: the embedded model)")
+    parser.add_argument("--voices", default="kal16,awb,slt", help="flite voices, one clip per voice and seed")
+    parser.add_argument("--seeds", default="1,2", help="text seeds (the tests use seed 0)")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--layouts", default="1.0/0.5,1.5/0.5,1.5/0.25,1.0/0.75", help="left/look-ahead s")
+    parser.add_argument("--chunks", type=floats, default=[0.25, 0.5, 1.0, 2.0])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import torch
+    from bench_streaming import error_rates, streaming_run, synthesize_speech
+
+    from streamer.config import Settings
+    from streamer.engine import RecognitionEngine
+
+    torch.set_num_threads(args.threads)
+    settings = Settings()
+    settings.model.path = args.model
+    settings.model.threads = args.threads
+    engine = RecognitionEngine(settings)
+    layouts = [tuple(float(v) for v in layout.split("/")) for layout in args.layouts.split(",")]
+    results: dict[tuple[float, float], list[float]] = {layout: [] for layout in layouts}
+    print(f"model {engine.model_name}; CER % of streamed vs offline at chunks {args.chunks} s")
+    for voice in args.voices.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            audio, _ = synthesize_speech(args.seconds, seed=seed, voices=[voice])
+            offline = engine.transcribe(audio).text
+            for left, ahead in layouts:
+                row = []
+                for chunk in args.chunks:
+                    layout = dict(left_context_s=left, chunk_s=chunk, lookahead_s=ahead)
+                    engine.set_streaming(dataclasses.replace(settings.streaming, **layout))
+                    row.append(error_rates(streaming_run(engine, audio)[1], offline)[0] * 100)
+                results[(left, ahead)] += row
+                cers = " ".join(f"{c:5.2f}" for c in row)
+                print(f"{voice:>6} seed {seed} left {left:4.2f} look-ahead {ahead:4.2f}: {cers}", flush=True)
+    for (left, ahead), cers in results.items():
+        within = sum(c <= 1.0 for c in cers)
+        print(
+            f"left {left:4.2f} look-ahead {ahead:4.2f}: mean {sum(cers) / len(cers):.2f}% "
+            f"({min(cers):.2f}-{max(cers):.2f}), {within}/{len(cers)} runs within 1%"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
