@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--layouts", default="1.0/0.5,1.5/0.5,1.5/0.25,1.0/0.75", help="left/look-ahead s")
     parser.add_argument("--chunks", type=floats, default=[0.25, 0.5, 1.0, 2.0])
+    parser.add_argument("--decoder", default="auto", choices=["auto", "greedy", "beam"])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
@@ -48,10 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     settings.model.path = args.model
     settings.model.threads = args.threads
+    settings.decoder.method = args.decoder
     engine = RecognitionEngine(settings)
     layouts = [tuple(float(v) for v in layout.split("/")) for layout in args.layouts.split(",")]
     results: dict[tuple[float, float], list[float]] = {layout: [] for layout in layouts}
-    print(f"model {engine.model_name}; CER % of streamed vs offline at chunks {args.chunks} s")
+    print(f"model {engine.model_name}, decoder {args.decoder}; CER % of streamed vs offline, chunks {args.chunks} s")
     for voice in args.voices.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             audio, _ = synthesize_speech(args.seconds, seed=seed, voices=[voice])

@@ -220,8 +220,9 @@ def _consistency_batch(seconds: list[float]) -> tuple[torch.Tensor, torch.Tensor
     return values, mask
 
 
+@pytest.mark.parametrize("target", ["distribution", "argmax"])
 @pytest.mark.parametrize("layers", [0, 1])
-def test_consistency_crops_line_up_with_the_whole_inputs_frames(layers: int) -> None:
+def test_consistency_crops_line_up_with_the_whole_inputs_frames(layers: int, target: str) -> None:
     """Without encoder layers every frame sees only its own samples (layer-norm feature encoder, frame-wise
     projection; the positional convolution's reach stays inside the left-out edges), so an aligned crop
     reproduces the whole input's frames and the loss is ~0; one attention layer makes frames depend on
@@ -229,7 +230,11 @@ def test_consistency_crops_line_up_with_the_whole_inputs_frames(layers: int) -> 
     torch.manual_seed(0)
     tiny = {**TINY, "num_hidden_layers": layers, "feat_extract_norm": "layer", "do_stable_layer_norm": True}
     cfg = trainer.TrainConfig(
-        model=tiny, consistency_crop_seconds=(0.6, 0.9), consistency_renormalize=0.0, consistency_seconds=4.0
+        model=tiny,
+        consistency_crop_seconds=(0.6, 0.9),
+        consistency_renormalize=0.0,
+        consistency_seconds=4.0,
+        consistency_target=target,
     )
     model = trainer.build_model(cfg).eval()
     with torch.no_grad():  # peaked output distributions (a fresh head's are near uniform: KL ~ 0 anyway)
@@ -241,7 +246,19 @@ def test_consistency_crops_line_up_with_the_whole_inputs_frames(layers: int) -> 
             float(trainer.context_consistency_loss(model, values, mask, logits, cfg, random.Random(seed)))
             for seed in range(5)
         ]
-    if layers == 0:
+    if target == "argmax":
+        # a crop that reproduces the whole input's frames scores -log p(its own arg-max) on each kept frame
+        own = []
+        for seed in range(5):
+            crop, chosen, starts = trainer.choose_crops(mask.sum(-1).tolist(), 320, cfg, random.Random(seed))
+            frames = model(values[:1, :crop]).logits.shape[1]  # a crop's frames
+            edge = min(round(cfg.consistency_edge_s * 50), (frames - 1) // 2)
+            best = logits.log_softmax(-1).max(-1).values  # (B, F)
+            kept = [-best[i, s + edge : s + frames - edge] for i, s in zip(chosen, starts, strict=True)]
+            own.append(float(torch.stack(kept).mean()))
+        gap = max(abs(a - b) for a, b in zip(losses, own, strict=True))
+        assert (gap < 1e-5) if layers == 0 else (gap > 1e-4), (losses, own)
+    elif layers == 0:
         assert max(losses) < 1e-7, losses  # measured 0.0
     else:
         assert min(losses) > 1e-6, losses  # measured 2e-5 to 8e-5

@@ -134,6 +134,10 @@ class TrainConfig:
     consistency_crop_seconds: tuple[float, float] = (1.5, 4.0)
     consistency_seconds: float = 8.0
     consistency_edge_s: float = 0.2
+    # what the crop is pulled toward: "distribution" (KL to the whole input's frame distributions) or
+    # "argmax" (cross-entropy to the whole input's most likely token per frame: agreement of the decoded
+    # frames, which is what streamed text depends on)
+    consistency_target: str = "distribution"
     # share of crops normalized on their own (per-window normalization); the rest keep the whole
     # utterance's statistics (as running normalization does)
     consistency_renormalize: float = 0.5
@@ -156,6 +160,10 @@ class TrainConfig:
         unknown = set(flat) - known
         if unknown:
             raise ValueError(f"unknown training settings: {sorted(unknown)}")
+        if flat.get("consistency_target", "distribution") not in ("distribution", "argmax"):
+            raise ValueError(
+                f"consistency_target must be 'distribution' or 'argmax', not {flat['consistency_target']!r}"
+            )
         for key in ("betas", "pause_seconds", "consistency_crop_seconds"):
             if key in flat:
                 flat[key] = tuple(flat[key])
@@ -448,6 +456,23 @@ def start_from_export(model, directory: Path) -> None:
     log.warning("initialized from %s", directory)
 
 
+def choose_crops(
+    lengths: list[int], stride: int, cfg: TrainConfig, rng: random.Random
+) -> tuple[int, list[int], list[int]] | None:
+    """(crop length in samples, the utterances cropped, each crop's first frame) for a batch of
+    ``lengths`` samples, or None when no utterance is long enough: crops start on frame boundaries, so
+    crop frame k is whole-input frame start + k."""
+    lo, hi = cfg.consistency_crop_seconds
+    crop = max(1, round(rng.uniform(lo, hi) * 16000 / stride)) * stride
+    candidates = [i for i, n in enumerate(lengths) if n >= crop + stride]
+    if not candidates:
+        return None
+    count = min(len(candidates), max(1, round(cfg.consistency_seconds * 16000 / crop)))
+    chosen = rng.sample(candidates, count)
+    starts = [rng.randrange(0, (int(lengths[i]) - crop) // stride + 1) for i in chosen]
+    return crop, chosen, starts
+
+
 def context_consistency_loss(
     model,
     values: torch.Tensor,
@@ -456,23 +481,19 @@ def context_consistency_loss(
     cfg: TrainConfig,
     rng: random.Random,
 ) -> torch.Tensor | None:
-    """Mean per-frame KL(whole || crop) over frame-aligned crops of the batch; None when no utterance
-    is long enough for a crop.
+    """Mean per-frame KL(whole || crop), or cross-entropy to the whole input's arg-max token
+    (``consistency_target``), over frame-aligned crops of the batch; None when no utterance is long enough
+    for a crop.
 
     ``values``/``mask``: the batch (B, N) as the model saw it; ``logits``: its output (B, F, V). The
     whole-input distribution is the target (no gradient): CTC keeps it right, this term makes the crop
     (a window with little context, as in streaming) agree with it.
     """
     stride = math.prod(model.config.conv_stride)
-    lo, hi = cfg.consistency_crop_seconds
-    crop = max(1, round(rng.uniform(lo, hi) * 16000 / stride)) * stride
-    lengths = mask.sum(-1).tolist()
-    candidates = [i for i, n in enumerate(lengths) if n >= crop + stride]
-    if not candidates:
+    picked = choose_crops(mask.sum(-1).tolist(), stride, cfg, rng)
+    if picked is None:
         return None
-    count = min(len(candidates), max(1, round(cfg.consistency_seconds * 16000 / crop)))
-    chosen = rng.sample(candidates, count)
-    starts = [rng.randrange(0, (int(lengths[i]) - crop) // stride + 1) for i in chosen]  # in frames
+    crop, chosen, starts = picked
     crops = torch.stack(
         [values[i, s * stride : s * stride + crop] for i, s in zip(chosen, starts, strict=True)]
     )
@@ -486,8 +507,11 @@ def context_consistency_loss(
     # (count, Fc, V): the whole input's frames the crops cover
     teacher = torch.stack([logits[i, s : s + frames] for i, s in zip(chosen, starts, strict=True)])
     teacher = teacher.detach().float().log_softmax(-1)
-    kl = (teacher.exp() * (teacher - student)).sum(-1)  # (count, Fc)
-    return kl[:, edge : frames - edge].mean()
+    if cfg.consistency_target == "argmax":
+        per_frame = -student.gather(-1, teacher.argmax(-1, keepdim=True)).squeeze(-1)  # (count, Fc)
+    else:
+        per_frame = (teacher.exp() * (teacher - student)).sum(-1)  # KL, (count, Fc)
+    return per_frame[:, edge : frames - edge].mean()
 
 
 def train(
