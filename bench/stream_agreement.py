@@ -6,7 +6,8 @@
 Each seed and voice makes one ``--seconds`` clip of one voice (bench_streaming.synthesize_speech); each
 layout (left context / look-ahead seconds) streams it at every chunk size in 0.1 s packets and scores the
 finals against `RecognitionEngine.transcribe` of the same clip (issue 4's bound: CER <= 1%). Prints every
-run and, per layout, the mean, the range and how many runs met the bound.
+run and, per layout, the mean, the range and how many runs met the bound. ``--second-pass`` scores what a
+two-pass design would give instead: each streamed utterance decoded again offline, on its own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ def floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
+def utterance_audio(audio, final, margin_s: float = 0.3):
+    """The samples of one streamed final's span, with a margin each side."""
+    first = max(0, int((final.start - margin_s) * 16000))
+    return audio[first : min(len(audio), int((final.end + margin_s) * 16000))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -36,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layouts", default="1.0/0.5,1.5/0.5,1.5/0.25,1.0/0.75", help="left/look-ahead s")
     parser.add_argument("--chunks", type=floats, default=[0.25, 0.5, 1.0, 2.0])
     parser.add_argument("--decoder", default="auto", choices=["auto", "greedy", "beam"])
+    parser.add_argument(
+        "--second-pass",
+        action="store_true",
+        help="score offline re-decodes of each streamed utterance (its span +- 0.3 s) instead of the finals",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
@@ -53,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     engine = RecognitionEngine(settings)
     layouts = [tuple(float(v) for v in layout.split("/")) for layout in args.layouts.split(",")]
     results: dict[tuple[float, float], list[float]] = {layout: [] for layout in layouts}
-    print(f"model {engine.model_name}, decoder {args.decoder}; CER % of streamed vs offline, chunks {args.chunks} s")
+    print(
+        f"model {engine.model_name}, decoder {args.decoder}; CER % of streamed vs offline, chunks {args.chunks} s"
+    )
     for voice in args.voices.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             audio, _ = synthesize_speech(args.seconds, seed=seed, voices=[voice])
@@ -63,7 +77,12 @@ def main(argv: list[str] | None = None) -> int:
                 for chunk in args.chunks:
                     layout = dict(left_context_s=left, chunk_s=chunk, lookahead_s=ahead)
                     engine.set_streaming(dataclasses.replace(settings.streaming, **layout))
-                    row.append(error_rates(streaming_run(engine, audio)[1], offline)[0] * 100)
+                    _, text, finals = streaming_run(engine, audio)
+                    if args.second_pass:
+                        text = " ".join(
+                            engine.transcribe(utterance_audio(audio, f)).text for f in finals if f.text
+                        )
+                    row.append(error_rates(text, offline)[0] * 100)
                 results[(left, ahead)] += row
                 cers = " ".join(f"{c:5.2f}" for c in row)
                 print(f"{voice:>6} seed {seed} left {left:4.2f} look-ahead {ahead:4.2f}: {cers}", flush=True)
