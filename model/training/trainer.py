@@ -98,7 +98,7 @@ class TrainConfig:
     seed: int = 1234
     model: dict[str, Any] = field(default_factory=dict)
     filterbank_init: bool = False  # start the first conv as a Gabor filterbank (filterbank_init.py)
-    # start from an exported model (Hugging Face layout, relative to the project root or absolute) when the
+    # start from an exported model (Hugging Face layout, relative to the project root, absolute or ~/...) when the
     # run directory has no checkpoint yet; a fresh optimizer and schedule then start from step 0
     init_from: str = ""
     # data
@@ -542,7 +542,7 @@ def train(
     last = run_dir / "last.pt"
     if cfg.init_from and not (resume and last.exists()):
         # before the optimizer is built: loading assigns new parameter tensors
-        start_from_export(model, Path(cfg.init_from))
+        start_from_export(model, Path(cfg.init_from).expanduser())
     model = model.to(dev)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
