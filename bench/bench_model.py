@@ -11,6 +11,8 @@ processes hits them alike; after a warm-up, the best and the median of several r
                                            #   ratio any fp32 rewrite of the rest can reach (Amdahl)
     python bench/bench_model.py --trained model/pretrained/en-small   # + int8 vs fp32 transcripts of
                                            #   tests/data/*.wav with a trained model
+    python bench/bench_model.py --device cuda   # on a GPU: fp32 / fp16 / bf16, ours and transformers',
+                                           #   speed-ups and logits drift (issue 2's lower precision)
 """
 
 from __future__ import annotations
@@ -148,6 +150,55 @@ def time_interleaved(
     return samples, results
 
 
+def accelerator_bench(kwargs: dict[str, Any], seconds: float, runs: int, device: str, batch: int) -> None:
+    """Ours and transformers' in fp32, fp16 and bf16 on ``device``, same weights and audio: time per
+    forward (the device synchronized after each), speed-up over transformers fp32 and over our fp32, and
+    the drift of the low-precision logits from transformers fp32 (max |diff|, frame arg-max agreement,
+    greedy transcript)."""
+    import transformers
+
+    dev = torch.device(device)
+    reference = transformers.Wav2Vec2ConformerForCTC(transformers.Wav2Vec2ConformerConfig(**kwargs)).eval()
+    ours = Wav2Vec2ConformerForCTC(Wav2Vec2ConformerConfig(**kwargs)).eval()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    audio = test_audio(seconds).expand(batch, -1).contiguous().to(dev)  # (batch, samples)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else device
+    print(
+        f"device {name}; config {kwargs['num_hidden_layers']} layers x {kwargs['hidden_size']}, batch {batch} x "
+        f"{seconds:g} s audio; torch {torch.__version__}, transformers {transformers.__version__}"
+    )
+
+    def synchronized(model: torch.nn.Module, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+        inputs = audio.to(dtype)
+
+        def call() -> torch.Tensor:
+            logits = model(inputs).logits
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            return logits.float()
+
+        return call
+
+    candidates: dict[str, Callable[[], Any]] = {}
+    for dtype, label in ((torch.float32, "fp32"), (torch.float16, "fp16"), (torch.bfloat16, "bf16")):
+        for owner, model in (("transformers", reference), ("ours", ours)):
+            candidates[f"{owner} {label}"] = synchronized(copy.deepcopy(model).to(dev, dtype), dtype)
+    with torch.inference_mode():
+        timings, logits = time_interleaved(candidates, runs)
+    best = {key: min(values) for key, values in timings.items()}
+    exact = logits["transformers fp32"]
+    exact_text = greedy_transcript(exact)
+    for key in candidates:
+        drift = (logits[key] - exact).abs().max().item()
+        agree = (logits[key].argmax(-1) == exact.argmax(-1)).float().mean().item()
+        print(
+            f"{key:>18}: best {best[key] * 1000:8.1f} ms, x{best['transformers fp32'] / best[key]:5.2f} vs "
+            f"transformers fp32, x{best['ours fp32'] / best[key]:5.2f} vs ours fp32; logits max |diff| "
+            f"{drift:.2e}, frame arg-max agreement {agree:.1%}, greedy transcript unchanged "
+            f"{greedy_transcript(logits[key]) == exact_text}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -163,7 +214,20 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true", help="also profile one call of each fp32 model")
     parser.add_argument("--trained", type=Path, default=None, help="a trained model dir for the int8 check")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cuda, cuda:1 (or cpu): the fp32/fp16/bf16 comparison on that device instead",
+    )
+    parser.add_argument("--batch", type=int, default=1, help="utterances per forward (--device only)")
     args = parser.parse_args()
+    if args.device is not None:
+        torch.manual_seed(0)
+        seconds = args.seconds or (2.0 if args.quick else 10.0)
+        accelerator_bench(
+            {**COMMON, **(SMALL if args.quick else LARGE)}, seconds, args.runs, args.device, args.batch
+        )
+        return
 
     import transformers
 
