@@ -221,20 +221,16 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=1, help="utterances per forward (--device only)")
     args = parser.parse_args()
+    seconds = args.seconds or (2.0 if args.quick else 10.0)
+    kwargs = {**COMMON, **(SMALL if args.quick else LARGE)}
+    torch.manual_seed(0)
     if args.device is not None:
-        torch.manual_seed(0)
-        seconds = args.seconds or (2.0 if args.quick else 10.0)
-        accelerator_bench(
-            {**COMMON, **(SMALL if args.quick else LARGE)}, seconds, args.runs, args.device, args.batch
-        )
+        accelerator_bench(kwargs, seconds, args.runs, args.device, args.batch)
         return
 
     import transformers
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    seconds = args.seconds or (2.0 if args.quick else 10.0)
-    kwargs = {**COMMON, **(SMALL if args.quick else LARGE)}
 
     reference = transformers.Wav2Vec2ConformerForCTC(transformers.Wav2Vec2ConformerConfig(**kwargs)).eval()
     ours = Wav2Vec2ConformerForCTC(Wav2Vec2ConformerConfig(**kwargs)).eval()

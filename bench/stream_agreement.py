@@ -33,11 +33,18 @@ def utterance_audio(audio, final, margin_s: float = 0.3):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench_streaming import voice_list
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", help="model directory (default: the embedded model)")
-    parser.add_argument("--voices", default="kal16,awb,slt", help="flite voices, one clip per voice and seed")
+    parser.add_argument(
+        "--voices",
+        type=voice_list,
+        default=["kal16", "awb", "slt"],
+        help="flite voices, one clip per voice and seed",
+    )
     parser.add_argument("--seeds", default="1,2", help="text seeds (the tests use seed 0)")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--layouts", default="1.0/0.5,1.5/0.5,1.5/0.25,1.0/0.75", help="left/look-ahead s")
@@ -68,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"model {engine.model_name}, decoder {args.decoder}; CER % of streamed vs offline, chunks {args.chunks} s"
     )
-    for voice in args.voices.split(","):
+    for voice in args.voices:
         for seed in (int(s) for s in args.seeds.split(",")):
             audio, _ = synthesize_speech(args.seconds, seed=seed, voices=[voice])
             offline = engine.transcribe(audio).text

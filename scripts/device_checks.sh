@@ -17,14 +17,16 @@ DEVICE=${DEVICE:-cuda}
 DTYPE=${DTYPE:-bfloat16}  # the engine's low precision on CUDA (float32 for a dry run on a CPU)
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:-.device/out}
+# our run-time packages the device image lacks (it has torch, transformers, numpy, safetensors, tqdm)
+WHEELS=(soxr soundfile cffi pycparser jiwer rapidfuzz)
 
 case "${1:-}" in
 prepare)
   mkdir -p .device/wheels
-  # the device image runs Python 3.12 on x86-64; these are the run-time packages of ours it lacks
+  # the device image runs Python 3.12 on x86-64
   .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-    -d .device/wheels soxr soundfile cffi pycparser jiwer rapidfuzz
+    -d .device/wheels "${WHEELS[@]}"
   .venv/bin/python - <<'EOF'
 import sys
 sys.path.insert(0, "bench")
@@ -39,8 +41,7 @@ EOF
   ;;
 run)
   if [ "$DEVICE" != "cpu" ]; then
-    "$PYTHON" -m pip install -q --no-index --no-deps --find-links .device/wheels \
-      soxr soundfile cffi pycparser jiwer rapidfuzz
+    "$PYTHON" -m pip install -q --no-index --no-deps --find-links .device/wheels "${WHEELS[@]}"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   fi
   mkdir -p "$OUT"

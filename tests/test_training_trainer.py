@@ -272,6 +272,15 @@ def test_consistency_crops_line_up_with_the_whole_inputs_frames(layers: int, tar
     )
 
 
+def test_an_unknown_consistency_target_is_refused(tmp_path) -> None:
+    with pytest.raises(ValueError, match="consistency_target"):
+        trainer.TrainConfig(consistency_target="argmin")
+    config = tmp_path / "bad.toml"
+    config.write_text('name = "bad"\n[optim]\nconsistency_target = "argmin"\n')
+    with pytest.raises(ValueError, match="consistency_target"):
+        trainer.TrainConfig.from_toml(config)
+
+
 def test_training_with_context_consistency_logs_and_lowers_it(tmp_path) -> None:
     _tiny_corpus(tmp_path)
     cfg = _quick_run_config(

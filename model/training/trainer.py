@@ -92,6 +92,9 @@ def decode_ids(ids: list[int]) -> str:
 # configuration
 
 
+CONSISTENCY_TARGETS = ("distribution", "argmax")
+
+
 @dataclass
 class TrainConfig:
     name: str = "en-small"
@@ -147,6 +150,12 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     threads: int = 2
 
+    def __post_init__(self) -> None:
+        if self.consistency_target not in CONSISTENCY_TARGETS:
+            raise ValueError(
+                f"consistency_target must be one of {CONSISTENCY_TARGETS}, not {self.consistency_target!r}"
+            )
+
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:
         data = tomllib.loads(Path(path).read_text())
@@ -160,10 +169,6 @@ class TrainConfig:
         unknown = set(flat) - known
         if unknown:
             raise ValueError(f"unknown training settings: {sorted(unknown)}")
-        if flat.get("consistency_target", "distribution") not in ("distribution", "argmax"):
-            raise ValueError(
-                f"consistency_target must be 'distribution' or 'argmax', not {flat['consistency_target']!r}"
-            )
         for key in ("betas", "pause_seconds", "consistency_crop_seconds"):
             if key in flat:
                 flat[key] = tuple(flat[key])
