@@ -196,6 +196,42 @@ def test_init_from_starts_a_new_run_from_an_exported_model(tmp_path) -> None:
         trainer.train(bad, tmp_path, max_steps_now=1, progress=False)
 
 
+def test_grown_model_starts_with_the_trained_models_output(tmp_path) -> None:
+    """Fresh layers inserted by ``grow_layers_after`` leave the output as it was, then train."""
+    _tiny_corpus(tmp_path)
+    three = {**TINY, "num_hidden_layers": 3, "feat_extract_norm": "layer", "do_stable_layer_norm": True}
+    cfg = trainer.TrainConfig(model=three)
+    source = trainer.build_model(cfg).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():  # trained-looking norms: the final-norm hand-over must carry them
+        for name, value in source.named_parameters():
+            if "norm" in name:
+                value.add_(0.3 * torch.randn_like(value))
+    trainer.export(source, tmp_path / "exported", cfg)
+    grown_cfg = trainer.TrainConfig(
+        name="grown",
+        model={**three, "num_hidden_layers": 5},
+        init_from=str(tmp_path / "exported"),
+        grow_layers_after=[0, 2],
+        batch_seconds=4.0,
+        p_augment=0.0,
+        num_workers=0,
+        eval_every=10**9,
+        threads=1,
+    )
+    grown = trainer.build_model(grown_cfg)
+    trainer.start_from_export(grown, tmp_path / "exported", grown_cfg.grow_layers_after)
+    x = torch.randn(2, 8000)
+    with torch.no_grad():
+        torch.testing.assert_close(grown.eval()(x).logits, source(x).logits, atol=1e-4, rtol=0)
+    out = trainer.train(grown_cfg, tmp_path, max_steps_now=2, progress=False)
+    inserted = out["model"].wav2vec2_conformer.encoder.layers[1]  # after old layer 0
+    assert inserted.ffn1.output_dense.weight.abs().sum() > 0  # the silenced branches start to learn
+    wrong = trainer.TrainConfig(model={**three, "num_hidden_layers": 4})
+    with pytest.raises(ValueError, match="layers"):
+        trainer.start_from_export(trainer.build_model(wrong), tmp_path / "exported", [0, 2])
+
+
 def test_targets_use_todays_spelling_of_archaic_splits(tmp_path) -> None:
     """The corpus keeps its sources' "TO DAY"; the CTC targets (and scoring) say "TODAY", as the LM does."""
     from model.training.evaluation import error_rates

@@ -104,6 +104,9 @@ class TrainConfig:
     # start from an exported model (Hugging Face layout, relative to the project root, absolute or ~/...) when the
     # run directory has no checkpoint yet; a fresh optimizer and schedule then start from step 0
     init_from: str = ""
+    # with init_from: a fresh Conformer layer goes right after each of these layers of the exported model,
+    # made to leave its output unchanged (grow.py); model.num_hidden_layers counts them
+    grow_layers_after: list[int] = field(default_factory=list)
     # data
     train_dirs: list[str] = field(default_factory=lambda: ["corpus/train"])
     eval_dir: str = "corpus/eval"
@@ -453,12 +456,22 @@ def export(model, directory: str | Path, cfg: TrainConfig | None = None) -> Path
     return directory
 
 
-def start_from_export(model, directory: Path) -> None:
-    """Load the weights of an exported model (``export``'s layout) into a freshly built one."""
+def start_from_export(model, directory: Path, grow_layers_after: list[int] | None = None) -> None:
+    """Load the weights of an exported model (``export``'s layout) into a freshly built one, deepened
+    first when ``grow_layers_after`` names layers to insert fresh ones after (grow.py)."""
     from model.checkpoint import load_state_dict_into, read_state_dict
 
-    load_state_dict_into(model, read_state_dict(directory), strict=True)
-    log.warning("initialized from %s", directory)
+    state = read_state_dict(directory)
+    if grow_layers_after:
+        from model.training.grow import deepen_state_dict
+
+        state = deepen_state_dict(state, model.state_dict(), grow_layers_after)
+    load_state_dict_into(model, state, strict=True)
+    log.warning(
+        "initialized from %s%s",
+        directory,
+        f", a fresh layer after each of layers {grow_layers_after}" if grow_layers_after else "",
+    )
 
 
 def choose_crops(
@@ -547,7 +560,7 @@ def train(
     last = run_dir / "last.pt"
     if cfg.init_from and not (resume and last.exists()):
         # before the optimizer is built: loading assigns new parameter tensors
-        start_from_export(model, Path(cfg.init_from).expanduser())
+        start_from_export(model, Path(cfg.init_from).expanduser(), cfg.grow_layers_after)
     model = model.to(dev)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
