@@ -185,30 +185,72 @@ def test_streamed_finals_match_offline(offline, stream_finals, chunk_s: float) -
     assert_streamed_matches_offline(offline, stream_finals(chunk_s))
 
 
+ONE_VOICES = ("kal16", "awb", "slt")  # flite voices the model trained on
+CHUNKS_S = (0.25, 0.5, 1.0, 2.0)
+
+
 @pytest.fixture(scope="module")
-def one_voice() -> np.ndarray:
-    """63 s of the same sentences in one voice the model trained on (flite kal16): the audio of the
-    committed streaming plot (docs/streaming_tradeoffs.png)."""
+def one_voice_runs(engine) -> dict[str, tuple[Final, dict[float, list[Final]]]]:
+    """voice -> (offline transcript, chunk_s -> streamed finals) of 60 s of sentences in one voice (seed 0;
+    kal16's is the audio of the committed streaming plot, docs/streaming_tradeoffs.png)."""
     if not shutil.which("flite"):
         pytest.skip("flite not installed")
-    audio, _ = _bench().synthesize_speech(60.0, seed=0, voices=["kal16"])
-    return audio
-
-
-@pytest.mark.parametrize("chunk_s", [0.25, 0.5, 1.0, 2.0])
-def test_one_voice_streamed_finals_match_offline(engine, one_voice, chunk_s: float) -> None:
-    """Issue 4's bound holds where the model knows the voice: measured with stage 5 (default decoder),
-    0.93 / 0.52 / 0.52 / 0.72% CER at chunk 0.25 / 0.5 / 1 / 2 s (the plot's sweep). The 4-voice audio
-    above, with a speaker the model never heard, still fails it."""
-    offline = engine.transcribe(one_voice)
-    assert len(offline.text.split()) >= 100, offline.text
     default = dataclasses.replace(engine.settings.streaming)
-    engine.set_streaming(dataclasses.replace(default, chunk_s=chunk_s))
-    try:
-        finals = engine.transcribe_stream(one_voice, 1600)
-    finally:
-        engine.set_streaming(default)
-    assert_streamed_matches_offline(offline, finals)
+    runs = {}
+    for voice in ONE_VOICES:
+        audio, _ = _bench().synthesize_speech(60.0, seed=0, voices=[voice])
+        offline = engine.transcribe(audio)
+        assert len(offline.text.split()) >= 100, offline.text
+        finals = {}
+        for chunk_s in CHUNKS_S:
+            engine.set_streaming(dataclasses.replace(default, chunk_s=chunk_s))
+            try:
+                finals[chunk_s] = engine.transcribe_stream(audio, 1600)
+            finally:
+                engine.set_streaming(default)
+        runs[voice] = (offline, finals)
+    return runs
+
+
+@pytest.mark.parametrize("voice", ONE_VOICES)
+def test_one_voice_streams_have_no_seam_errors(one_voice_runs, voice: str) -> None:
+    """A guard that holds with the interim model, far above its context noise: a seam that drops or repeats
+    frames repeats or loses text at every chunk (hundreds per minute) and shifts every later word's time.
+    Measured with stage 5 and stage 7 (session 8), worst over the voices and chunk sizes: CER 2.97% vs
+    offline, 4 of 181 words dropped or repeated, 92% of the offline words matched, 99% of those within 60 ms."""
+    offline, finals_by_chunk = one_voice_runs[voice]
+    for chunk_s, finals in finals_by_chunk.items():
+        streamed = " ".join(f.text for f in finals if f.text)
+        assert cer(streamed, offline.text) <= 0.05, (chunk_s, streamed, offline.text)
+        ref = offline.text.split()
+        assert dropped_or_duplicated_words(ref, streamed.split()) <= 0.05 * len(ref), (chunk_s, streamed)
+        errors = matched_word_time_errors(offline, finals)
+        assert len(errors) >= 0.85 * len(ref), chunk_s
+        assert sum(e <= 0.06 + 1e-6 for e in errors) >= 0.95 * len(errors), (chunk_s, sorted(errors)[-10:])
+
+
+# Issue 4's bound on one voice at a time. Stage 5 (session 8) meets all of it on kal16 (CER 0.93 / 0.52 / 0.52 /
+# 0.72% at chunk 0.25 / 0.5 / 1 / 2 s) but not on awb (0.90-2.13%) or slt (1.76-2.97%, 2-4 words dropped or
+# repeated, words up to 100 ms off); on six more clips of these voices (bench/stream_agreement.py) 6 of 24 runs
+# are within 1%. The kal16 clip alone used to be the test: a lucky draw, not the model's behaviour.
+ONE_VOICE_BOUND = pytest.mark.xfail(
+    reason="interim en-small: streamed vs offline CER up to 3% on one-voice clips (issue 4 bound: 1%)",
+    strict=True,
+    raises=AssertionError,
+)
+
+
+@ONE_VOICE_BOUND
+def test_one_voice_streamed_finals_match_offline(one_voice_runs) -> None:
+    failures = []
+    for voice, (offline, finals_by_chunk) in one_voice_runs.items():
+        for chunk_s, finals in finals_by_chunk.items():
+            try:
+                assert_streamed_matches_offline(offline, finals)
+            except AssertionError:
+                streamed = " ".join(f.text for f in finals if f.text)
+                failures.append(f"{voice} chunk {chunk_s} s: CER {cer(streamed, offline.text):.2%}")
+    assert not failures, failures
 
 
 @INTERIM_MODEL
