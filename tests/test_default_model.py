@@ -119,6 +119,8 @@ ARCHITECTURE_KEYS = (
         "en-small-stage3.toml",
         "en-small-stage4.toml",
         "en-small-stage5.toml",
+        "en-small-stage6.toml",
+        "en-small-stage7.toml",
     ],
 )
 def test_training_configs_describe_the_shipped_model(config_name: str) -> None:
