@@ -81,7 +81,8 @@ def deepen_state_dict(
         out[after + "weight"], out[after + "bias"] = out[before + "weight"], out[before + "bias"]
         out[before + "weight"] = torch.ones_like(out[after + "weight"])
         out[before + "bias"] = torch.zeros_like(out[after + "bias"])
-    missing = set(fresh) - set(out)
+    # layer keys only: the rest is the trained model's, whatever key form its checkpoint uses
+    missing = {k for k in fresh if _LAYER_KEY.match(k)} - set(out)
     if missing:
         raise ValueError(f"deepened state lacks {sorted(missing)[:5]}")
     return out
