@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     engine = RecognitionEngine(settings)
     layouts = [tuple(float(v) for v in layout.split("/")) for layout in args.layouts.split(",")]
     results: dict[tuple[float, float], list[float]] = {layout: [] for layout in layouts}
-    truth_cers: dict[str, list[float]] = {"offline": []} | {f"{a:.2f}/{b:.2f}": [] for a, b in layouts}
+    offline_vs_text: list[float] = []
+    streamed_vs_text: dict[tuple[float, float], list[float]] = {layout: [] for layout in layouts}
     print(
         f"model {engine.model_name}, decoder {args.decoder}; CER % of streamed vs offline, chunks {args.chunks} s"
     )
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in (int(s) for s in args.seeds.split(",")):
             audio, truth = synthesize_speech(args.seconds, seed=seed, voices=[voice])
             offline = engine.transcribe(audio).text
-            truth_cers["offline"].append(error_rates(offline, truth)[0] * 100)
+            offline_vs_text.append(error_rates(offline, truth)[0] * 100)
             for left, ahead in layouts:
                 row = []
                 for chunk in args.chunks:
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                             engine.transcribe(utterance_audio(audio, f)).text for f in finals if f.text
                         )
                     row.append(error_rates(text, offline)[0] * 100)
-                    truth_cers[f"{left:.2f}/{ahead:.2f}"].append(error_rates(text, truth)[0] * 100)
+                    streamed_vs_text[(left, ahead)].append(error_rates(text, truth)[0] * 100)
                 results[(left, ahead)] += row
                 cers = " ".join(f"{c:5.2f}" for c in row)
                 print(f"{voice:>6} seed {seed} left {left:4.2f} look-ahead {ahead:4.2f}: {cers}", flush=True)
@@ -105,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             f"({min(cers):.2f}-{max(cers):.2f}), {within}/{len(cers)} runs within 1%"
         )
     print(
-        "CER % vs the synthesized text: "
+        f"CER % vs the synthesized text: offline {sum(offline_vs_text) / len(offline_vs_text):.2f}, "
         + ", ".join(
-            f"{'offline' if name == 'offline' else 'streamed ' + name} {sum(v) / len(v):.2f}"
-            for name, v in truth_cers.items()
+            f"streamed {left:.2f}/{ahead:.2f} {sum(v) / len(v):.2f}"
+            for (left, ahead), v in streamed_vs_text.items()
         )
     )
     return 0

@@ -91,6 +91,21 @@ def cer(hypothesis: str, reference: str) -> float:
     return float(jiwer.cer(reference, hypothesis))
 
 
+def stream_in_chunks(engine: RecognitionEngine, audio: np.ndarray, chunk_s: float) -> list[Final]:
+    """The Finals of streaming ``audio`` (0.1 s packets) with windows of ``chunk_s``, the engine's other
+    streaming settings kept, and restored afterwards."""
+    default = dataclasses.replace(engine.settings.streaming)
+    engine.set_streaming(dataclasses.replace(default, chunk_s=chunk_s))
+    try:
+        return engine.transcribe_stream(audio, 1600)
+    finally:
+        engine.set_streaming(default)
+
+
+def streamed_text(finals: list[Final]) -> str:
+    return " ".join(f.text for f in finals if f.text)
+
+
 @pytest.fixture(scope="module")
 def stream_finals(engine, speech):
     """chunk_s -> the Finals of streaming the speech with that chunk size (each computed once)."""
@@ -98,12 +113,7 @@ def stream_finals(engine, speech):
 
     def finals(chunk_s: float) -> list[Final]:
         if chunk_s not in cache:
-            default = dataclasses.replace(engine.settings.streaming)
-            engine.set_streaming(dataclasses.replace(default, chunk_s=chunk_s))
-            try:
-                cache[chunk_s] = engine.transcribe_stream(speech, 1600)
-            finally:
-                engine.set_streaming(default)
+            cache[chunk_s] = stream_in_chunks(engine, speech, chunk_s)
         return cache[chunk_s]
 
     return finals
@@ -170,7 +180,7 @@ def test_dropped_or_duplicated_words_counts_words_not_spellings() -> None:
 
 
 def assert_streamed_matches_offline(offline: Final, finals: list[Final]) -> None:
-    streamed = " ".join(f.text for f in finals if f.text)
+    streamed = streamed_text(finals)
     assert cer(streamed, offline.text) <= 0.01, (streamed, offline.text)
     # No duplicated or dropped words at seams.
     ref = offline.text.split()
@@ -195,20 +205,12 @@ def one_voice_runs(engine) -> dict[str, tuple[Final, dict[float, list[Final]]]]:
     kal16's is the audio of the committed streaming plot, docs/streaming_tradeoffs.png)."""
     if not shutil.which("flite"):
         pytest.skip("flite not installed")
-    default = dataclasses.replace(engine.settings.streaming)
     runs = {}
     for voice in ONE_VOICES:
         audio, _ = _bench().synthesize_speech(60.0, seed=0, voices=[voice])
         offline = engine.transcribe(audio)
         assert len(offline.text.split()) >= 100, offline.text
-        finals = {}
-        for chunk_s in CHUNKS_S:
-            engine.set_streaming(dataclasses.replace(default, chunk_s=chunk_s))
-            try:
-                finals[chunk_s] = engine.transcribe_stream(audio, 1600)
-            finally:
-                engine.set_streaming(default)
-        runs[voice] = (offline, finals)
+        runs[voice] = (offline, {chunk_s: stream_in_chunks(engine, audio, chunk_s) for chunk_s in CHUNKS_S})
     return runs
 
 
@@ -220,7 +222,7 @@ def test_one_voice_streams_have_no_seam_errors(one_voice_runs, voice: str) -> No
     offline, 4 of 181 words dropped or repeated, 92% of the offline words matched, 99% of those within 60 ms."""
     offline, finals_by_chunk = one_voice_runs[voice]
     for chunk_s, finals in finals_by_chunk.items():
-        streamed = " ".join(f.text for f in finals if f.text)
+        streamed = streamed_text(finals)
         assert cer(streamed, offline.text) <= 0.05, (chunk_s, streamed, offline.text)
         ref = offline.text.split()
         assert dropped_or_duplicated_words(ref, streamed.split()) <= 0.05 * len(ref), (chunk_s, streamed)
@@ -248,8 +250,9 @@ def test_one_voice_streamed_finals_match_offline(one_voice_runs) -> None:
             try:
                 assert_streamed_matches_offline(offline, finals)
             except AssertionError:
-                streamed = " ".join(f.text for f in finals if f.text)
-                failures.append(f"{voice} chunk {chunk_s} s: CER {cer(streamed, offline.text):.2%}")
+                failures.append(
+                    f"{voice} chunk {chunk_s} s: CER {cer(streamed_text(finals), offline.text):.2%}"
+                )
     assert not failures, failures
 
 

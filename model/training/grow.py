@@ -36,20 +36,13 @@ SILENCED = (
 _LAYER_KEY = re.compile(re.escape(LAYER_PREFIX) + r"(\d+)\.(.+)")
 
 
-def layer_map(old_layers: int, insert_after: list[int]) -> tuple[list[int], list[int]]:
-    """(new index of each old layer, new indices of the inserted layers) when a fresh layer goes right
-    after each old layer listed in ``insert_after``."""
+def layer_map(old_layers: int, insert_after: list[int]) -> list[int]:
+    """The new index of each old layer when a fresh layer goes right after each old layer listed in
+    ``insert_after`` (the one inserted after old layer ``i`` is ``old_to_new[i] + 1``)."""
     bad = [i for i in insert_after if not 0 <= i < old_layers]
     if bad or len(set(insert_after)) != len(insert_after):
         raise ValueError(f"insert_after {insert_after} must name distinct layers of 0..{old_layers - 1}")
-    old_to_new, inserted, position = [], [], 0
-    for i in range(old_layers):
-        old_to_new.append(position)
-        position += 1
-        if i in insert_after:
-            inserted.append(position)
-            position += 1
-    return old_to_new, inserted
+    return [i + sum(j < i for j in insert_after) for i in range(old_layers)]
 
 
 def deepen_state_dict(
@@ -60,7 +53,8 @@ def deepen_state_dict(
     initialization) except for the identity-making ones (module docstring)."""
     old_layers = 1 + max(int(m.group(1)) for k in trained if (m := _LAYER_KEY.match(k)))
     new_layers = 1 + max(int(m.group(1)) for k in fresh if (m := _LAYER_KEY.match(k)))
-    old_to_new, inserted = layer_map(old_layers, insert_after)
+    old_to_new = layer_map(old_layers, insert_after)
+    inserted = {old_to_new[i] + 1: old_to_new[i] for i in insert_after}  # new layer -> the layer before it
     if new_layers != old_layers + len(insert_after):
         raise ValueError(
             f"the deeper model has {new_layers} layers; {old_layers} trained + {len(insert_after)} inserted "
@@ -75,8 +69,8 @@ def deepen_state_dict(
         if m is None or int(m.group(1)) not in inserted:
             continue
         out[key] = torch.zeros_like(value) if m.group(2) in SILENCED else value.clone()
-    for old, new in zip(insert_after, (old_to_new[i] + 1 for i in insert_after), strict=True):
-        before = f"{LAYER_PREFIX}{old_to_new[old]}.final_layer_norm."
+    for new, previous in inserted.items():
+        before = f"{LAYER_PREFIX}{previous}.final_layer_norm."
         after = f"{LAYER_PREFIX}{new}.final_layer_norm."
         out[after + "weight"], out[after + "bias"] = out[before + "weight"], out[before + "bias"]
         out[before + "weight"] = torch.ones_like(out[after + "weight"])
