@@ -49,7 +49,9 @@ def _quantized_engine(engine: str) -> Iterator[None]:
         torch.backends.quantized.engine = previous
 
 
-def quantize_dynamic_int8(model: nn.Module, inplace: bool = False, engine: str | None = None) -> nn.Module:
+def quantize_dynamic_int8(
+    model: nn.Module, inplace: bool = False, engine: str | None = None, float_edge_layers: int = 1
+) -> nn.Module:
     """Backbone Linear layers with int8 weights and per-batch dynamically quantized activations (CPU).
 
     Uses the int8 kernels behind `torch.ao.quantization.quantize_dynamic`. PyTorch marks that namespace
@@ -57,14 +59,16 @@ def quantize_dynamic_int8(model: nn.Module, inplace: bool = False, engine: str |
     CPU kernels (torchao's needs `torch.compile` to be fast), so we use it and silence the notice.
 
     Weights get one scale per output channel: per-tensor scales let a few large rows crush the
-    resolution of all others. The first and last layers stay float, as usual for int8 networks: the
-    feature projection (its rounding error would pass through every Conformer layer) and the head's
-    layers (CTC `lm_head`, classifiers, x-vector TDNN), whose rounding lands directly on the logits.
-    Both are a negligible share of the compute (the projection is 0.1% of the large config's).
-    Measured with the embedded model (`bench/bench_model.py --quick --trained`): per-tensor scales with
-    an int8 head put int8 transcripts 2.37% CER from fp32 on 80 held-out utterances, per-channel with a
-    float head 2.24% (stage 2); with the stage-3 model, an int8 projection changed 2 of the 3 greedy
-    transcripts of `tests/data` by a character, a float one none (held-out 2.04% vs 2.08%).
+    resolution of all others. The edges of the network stay float, as usual for int8 networks: the
+    feature projection (its rounding error would pass through every Conformer layer), the head's layers
+    (CTC `lm_head`, classifiers, x-vector TDNN), whose rounding lands directly on the logits, and the
+    first and last `float_edge_layers` Conformer layers when at least one layer between them remains.
+    Measured with the embedded model (`bench/bench_model.py --quick --trained`, int8 vs fp32 greedy
+    transcripts of 80 held-out utterances): per-tensor scales with an int8 head 2.37% CER, per-channel
+    with a float head 2.24% (stage 2); with stage 3 an int8 projection changed 2 of the 3 transcripts of
+    `tests/data` by a character, a float one none. Float edge layers (session 9): stage 7 1.89% -> 1.21%,
+    the 10-layer stages 8 and 9 2.31% -> 1.73% and 1.29% (first layer alone 1.61-1.89%, last alone
+    1.41-2.09%), for 2 of 24 layers' compute in float on the large config.
     `engine` defaults to `preferred_int8_engine()`.
     """
     if not inplace:
@@ -73,7 +77,11 @@ def quantize_dynamic_int8(model: nn.Module, inplace: bool = False, engine: str |
     _as_plain_linears(model)
     backbone_model = getattr(model, "wav2vec2_conformer", model)
     backbone = {id(module) for module in backbone_model.modules()}
-    backbone -= {id(module) for module in backbone_model.feature_projection.modules()}
+    kept_float = [backbone_model.feature_projection]
+    layers = list(backbone_model.encoder.layers)
+    if float_edge_layers > 0 and len(layers) > 2 * float_edge_layers:
+        kept_float += layers[:float_edge_layers] + layers[-float_edge_layers:]
+    backbone -= {id(module) for kept in kept_float for module in kept.modules()}
     targets = {
         name for name, module in model.named_modules() if type(module) is nn.Linear and id(module) in backbone
     }

@@ -96,6 +96,19 @@ def test_int8_dynamic_quantization_stays_close(engine: str | None, tiny_model_kw
     assert type(model.lm_head) is torch.nn.Linear  # the original is untouched
 
 
+def test_int8_keeps_the_edge_conformer_layers_float(tiny_model_kwargs: dict) -> None:
+    model = _ctc({**tiny_model_kwargs, "num_hidden_layers": 4}).eval()
+    dynamic_linear = torch.ao.nn.quantized.dynamic.Linear
+
+    def int8_layers(quantized: torch.nn.Module) -> list[bool]:
+        layers = quantized.wav2vec2_conformer.encoder.layers
+        return [isinstance(layer.ffn1.intermediate_dense, dynamic_linear) for layer in layers]
+
+    assert int8_layers(ours_lib.quantize_dynamic_int8(model)) == [False, True, True, False]
+    assert int8_layers(ours_lib.quantize_dynamic_int8(model, float_edge_layers=0)) == [True] * 4
+    assert int8_layers(ours_lib.quantize_dynamic_int8(model, float_edge_layers=2)) == [True] * 4  # none left
+
+
 def test_prepare_for_inference_precisions(tiny_model_kwargs: dict) -> None:
     model = _ctc(tiny_model_kwargs)
     with pytest.raises(ValueError, match="CUDA"):
