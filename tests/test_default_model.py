@@ -24,11 +24,12 @@ SENTENCES = (
 # What the shipped model reaches on this test plus a small margin (see its model card); keep it honest,
 # not aspirational. Mean greedy CER over the five sentences, en-small stage 5 (session 6): 0.49 (rms, a
 # speaker never heard in training; per sentence 0.32-0.62) and 0.14 (kal16; 0.08-0.26); stage 4: 0.44 and
-# 0.14. One sentence alone swung by 0.07-0.10 between models that the 100-utterance hold-out ranks the
-# other way, hence five. The target of issue 3 is 0.10 for both: lower these as better models ship.
-MAX_MEAN_CER = {"rms": 0.55, "kal16": 0.18}
+# 0.14; stage 7 (session 8): 0.42 and 0.13; stage 11 (session 9): 0.40 (0.29-0.60) and 0.12 (0.03-0.21).
+# One sentence alone swung by 0.07-0.10 between models that the 100-utterance hold-out ranks the other
+# way, hence five. The target of issue 3 is 0.10 for both: lower these as better models ship.
+MAX_MEAN_CER = {"rms": 0.45, "kal16": 0.15}
 # kal16 (a training voice reading unseen text): sentences that come back within the issue's 10% CER
-# (stage 5: 3 of 5, stage 4: 3 of 5).
+# (stage 11: 2 of 5, stage 7: 3 of 5, stage 5: 3 of 5, stage 4: 3 of 5).
 MIN_WITHIN_10_PERCENT = {"rms": 0, "kal16": 2}
 
 pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model.safetensors").exists(), reason="no embedded model")
@@ -111,25 +112,34 @@ ARCHITECTURE_KEYS = (
 )
 
 
-@pytest.mark.parametrize(
-    "config_name",
-    [
-        "en-small.toml",
-        "en-small-continue.toml",
-        "en-small-stage3.toml",
-        "en-small-stage4.toml",
-        "en-small-stage5.toml",
-        "en-small-stage6.toml",
-        "en-small-stage7.toml",
-    ],
+# The model card's reproduce chain: runs before GROWN_BY build the model with fewer Conformer layers, then
+# stage 8 inserts fresh ones (`[init] grow_layers_after`) and the later runs train the grown model.
+BEFORE_GROWTH = (
+    "en-small.toml",
+    "en-small-continue.toml",
+    "en-small-stage3.toml",
+    "en-small-stage4.toml",
+    "en-small-stage5.toml",
+    "en-small-stage6.toml",
+    "en-small-stage7.toml",
 )
+GROWN_BY = "en-small-stage8-deep.toml"
+AFTER_GROWTH = (GROWN_BY, "en-small-stage9.toml", "en-small-stage10.toml", "en-small-stage11-augment.toml")
+
+
+@pytest.mark.parametrize("config_name", BEFORE_GROWTH + AFTER_GROWTH)
 def test_training_configs_describe_the_shipped_model(config_name: str) -> None:
-    """The model card's reproduce commands train this very architecture."""
+    """The model card's reproduce commands train this very architecture (less the grown layers before
+    stage 8)."""
     from model.training.trainer import TrainConfig, model_config
 
     configs = Path(__file__).resolve().parents[1] / "model" / "training" / "configs"
     expected = model_config(TrainConfig.from_toml(configs / config_name))
     shipped = json.loads((MODEL_DIR / "config.json").read_text())
+    if config_name in BEFORE_GROWTH:
+        grown = len(TrainConfig.from_toml(configs / GROWN_BY).grow_layers_after)
+        assert grown > 0
+        expected["num_hidden_layers"] += grown
     for key in ARCHITECTURE_KEYS:
         value = expected[key]
         assert shipped[key] == (list(value) if isinstance(value, tuple) else value), key
