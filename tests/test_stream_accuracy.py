@@ -64,8 +64,8 @@ def speech() -> np.ndarray:
 # the offline reference going through 15 s windows as `transcribe` does. Most of it is the one voice the
 # model never heard (flite rms): per voice at chunk 0.5 / 1 s, greedy, kal16 / awb / slt 0.024-0.032, rms
 # 0.17-0.19; beam 0.004-0.033 and 0.26. Two offline layouts (12 s vs 15 s windows) already disagree by
-# 0.026 (greedy). The acceptance bound of issue 4 (1%) stays; strict, so these start failing as soon as a
-# shipped model meets it (then drop this).
+# 0.026 (greedy). Stage 11 (session 9), default decoder: 0.052 / 0.059 / 0.060 / 0.041. The acceptance bound
+# of issue 4 (1%) stays; strict, so these start failing as soon as a shipped model meets it (then drop this).
 INTERIM_MODEL = pytest.mark.xfail(
     reason="interim en-small: streamed vs offline CER 0.04-0.07 (issue 4 bound: 0.01)",
     strict=True,
@@ -219,7 +219,8 @@ def test_one_voice_streams_have_no_seam_errors(one_voice_runs, voice: str) -> No
     """A guard that holds with the interim model, far above its context noise: a seam that drops or repeats
     frames repeats or loses text at every chunk (hundreds per minute) and shifts every later word's time.
     Measured with stage 5 and stage 7 (session 8), worst over the voices and chunk sizes: CER 2.97% vs
-    offline, 4 of 181 words dropped or repeated, 92% of the offline words matched, 99% of those within 60 ms."""
+    offline, 4 of 181 words dropped or repeated, 92% of the offline words matched, 99% of those within 60 ms;
+    stage 11 (session 9): CER 3.57% (slt), 5 words, 90% matched, every matched word within 60 ms."""
     offline, finals_by_chunk = one_voice_runs[voice]
     for chunk_s, finals in finals_by_chunk.items():
         streamed = streamed_text(finals)
@@ -234,9 +235,10 @@ def test_one_voice_streams_have_no_seam_errors(one_voice_runs, voice: str) -> No
 # Issue 4's bound on one voice at a time. Stage 5 (session 8) meets all of it on kal16 (CER 0.93 / 0.52 / 0.52 /
 # 0.72% at chunk 0.25 / 0.5 / 1 / 2 s) but not on awb (0.90-2.13%) or slt (1.76-2.97%, 2-4 words dropped or
 # repeated, words up to 100 ms off); on six more clips of these voices (bench/stream_agreement.py) 6 of 24 runs
-# are within 1%. The kal16 clip alone used to be the test: a lucky draw, not the model's behaviour.
+# are within 1%. The kal16 clip alone used to be the test: a lucky draw, not the model's behaviour. Stage 11
+# (session 9): kal16 1.03-1.44%, awb 1.56-2.46%, slt 3.01-3.57%, though 10 of those 24 other runs are within 1%.
 ONE_VOICE_BOUND = pytest.mark.xfail(
-    reason="interim en-small: streamed vs offline CER up to 3% on one-voice clips (issue 4 bound: 1%)",
+    reason="interim en-small: streamed vs offline CER up to 3.6% on one-voice clips (issue 4 bound: 1%)",
     strict=True,
     raises=AssertionError,
 )
