@@ -239,6 +239,16 @@ class CtcMerger:
             log_probs_start=self._t(lo),
         )
 
+    def open_frames(self) -> tuple[int, np.ndarray] | None:
+        """``(first frame, log_probs)`` of the open utterance as far as it has been merged: the frames its
+        Final will be decoded from (kept frames only), or None when no utterance is open."""
+        if not self.keep_log_probs or not self._saved or not self.tokens:
+            return None
+        if len(self._saved) > 1:
+            self._saved = [np.concatenate(self._saved)]
+        first = self.tokens[0].first
+        return first, self._saved[0][max(first - self._saved_from, 0) :]
+
     def _t(self, frame: int) -> float:
         return round(self.time_offset + frame * self.frame_seconds, 3)
 

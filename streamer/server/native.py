@@ -8,6 +8,7 @@ import logging
 from websockets.exceptions import ConnectionClosed
 
 from streamer.events import EndOfStream, StreamError, to_dict
+from streamer.grammar import DecodingOptions
 
 from .protocol import (
     PROTOCOL_VERSION,
@@ -64,7 +65,8 @@ class NativeSession(Session):
                 raise ProtocolError("not_started", f"{command.type!r} before the start message")
             break
         assert command.start is not None
-        self.bridge = self.open_bridge(command.start)
+        decoding = self.decoding_options(command.start.decoding)
+        self.bridge = self.open_bridge(command.start, decoding)
         await self.send_json(
             {
                 "type": "ready",
@@ -94,6 +96,8 @@ class NativeSession(Session):
                     raise ProtocolError("bad_message", "start sent twice")
                 if command.type == "reset":
                     self.bridge.stream.reset()
+                elif command.type == "configure":
+                    self.bridge.stream.configure(self.decoding_options(command.decoding) or DecodingOptions())
                 else:
                     self._end()
 
