@@ -17,6 +17,14 @@ For every utterance and list:
   with ``ctc_loss`` in the same run (the reference), and the fraction of the 5 ms/s budget.
 
     PYTHONPATH=. python bench/bench_grammar.py --per-pool 20
+
+``--tune-garbage`` instead measures the out-of-grammar path on *training* voices (never the held-out
+voices or the real recordings): per candidate ``GARBAGE_PENALTY``, how many in-grammar utterances stay
+accepted and how many out-of-grammar ones (the same utterance against its 100-phrase list without the
+spoken phrase: the hard case, near misses of the same pool) give ``[unk]``, and how many give a wrong
+phrase with a confidence above 0.5.
+
+    PYTHONPATH=. python bench/bench_grammar.py --tune-garbage --voices flite:kal16,flite:awb --per-pool 15
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from model.audio import load_audio
 from model.training.text import WORDLIST, number_words
 from streamer.config import Settings
 from streamer.engine import RecognitionEngine
-from streamer.grammar import UNK, DecodingOptions, Grammar, phrase_labels
+from streamer.grammar import UNK, DecodingOptions, Grammar, GrammarSearch, phrase_labels
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "real"
 SIZES = (10, 100, 1000)
@@ -156,6 +164,44 @@ def exact_scores(log_probs: np.ndarray, phrases: list[str], grammar: Grammar) ->
     return -loss.numpy()
 
 
+PENALTIES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+
+
+def tune_garbage(engine: RecognitionEngine, utterances: list[Utterance], seed: int) -> None:
+    """In-grammar vs out-of-grammar acceptance for each candidate penalty (offline frames)."""
+    rows = []  # (in_grammar, truth, [(text, confidence) per penalty])
+    for utt in utterances:
+        lp = engine.offline_log_probs(utt.audio)
+        listed = phrase_list(utt, 100, seed)
+        left_out = [p for p in listed if p != utt.truth]  # same list without the truth: out of grammar
+        for in_grammar, phrases in ((True, listed), (False, left_out)):
+            search: GrammarSearch = Grammar(phrases, engine.vocab, garbage_penalty=None).search()
+            search.advance(lp)
+            scores = search.scores()
+            results = []
+            for penalty in PENALTIES:
+                garbage = search.greedy_log_prob - penalty * search.frames
+                everything = np.append(scores, garbage)
+                best = int(np.argmax(everything))
+                post = np.exp(everything - everything.max())
+                post /= post.sum()
+                text = search.grammar.phrases[best] if best < len(scores) else UNK
+                results.append((text, float(post[best])))
+            rows.append((in_grammar, utt.truth, results))
+    print(
+        f"\n{'penalty':>8} {'in: correct':>12} {'in: [unk]':>10} {'out: [unk]':>11} {'out: wrong >0.5':>16}"
+    )
+    for k, penalty in enumerate(PENALTIES):
+        inside = [r for r in rows if r[0]]
+        outside = [r for r in rows if not r[0]]
+        print(
+            f"{penalty:8.2f} {sum(r[2][k][0] == r[1] for r in inside) / len(inside):12.1%}"
+            f" {sum(r[2][k][0] == UNK for r in inside) / len(inside):10.1%}"
+            f" {sum(r[2][k][0] == UNK for r in outside) / len(outside):11.1%}"
+            f" {sum(r[2][k][0] != UNK and r[2][k][1] > 0.5 for r in outside) / len(outside):16.1%}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--voices", default="flite:rms,festival:cmu_us_slt_arctic_hts")
@@ -163,6 +209,7 @@ def main() -> int:
     parser.add_argument("--real", type=Path, default=REAL)
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument("--tune-garbage", action="store_true", help="the out-of-grammar penalty sweep")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -170,6 +217,12 @@ def main() -> int:
     settings = Settings()
     settings.decoder.method = "greedy"  # finals of grammar streams never use the LM search
     engine = RecognitionEngine(settings)
+    if args.tune_garbage:
+        voices = args.voices.split(",")
+        if any(v in ("flite:rms", "festival:cmu_us_slt_arctic_hts") for v in voices):
+            parser.error("--tune-garbage tunes on training voices only")
+        tune_garbage(engine, synthetic(voices, args.per_pool, args.seed + 1), args.seed)
+        return 0
     utterances = synthetic(args.voices.split(","), args.per_pool, args.seed) + real(args.real)
     print(f"{len(utterances)} utterances, {sum(len(u.audio) for u in utterances) / 16000:.0f} s of audio")
 

@@ -179,7 +179,8 @@ class RecognitionStream:
             keep_log_probs=engine.beam is not None,
         )
         self._decoding = DecodingOptions()
-        self._next_decoding: DecodingOptions | None = decoding  # applies from the next utterance on
+        # (sample position, options): from the first utterance that starts after that much audio
+        self._next_decoding: tuple[int, DecodingOptions] | None = None if decoding is None else (0, decoding)
         self._grammar_search: tuple[int, GrammarSearch] | None = None  # (first frame, search) for partials
         self._adopt_decoding()
         self._max_queued = int(s.limits.max_queued_s * MODEL_SAMPLE_RATE)
@@ -240,20 +241,31 @@ class RecognitionStream:
         self.done.set()
 
     def configure(self, decoding: DecodingOptions) -> None:
-        """Decode with ``decoding`` from the next utterance on (the open one keeps its options)."""
-        self._next_decoding = decoding
+        """Decode with ``decoding`` from the next utterance on: the first one that starts after the audio
+        accepted so far (an utterance open at that point keeps its options)."""
+        with self._lock:
+            self._next_decoding = (self._buffer.end, decoding)
 
     @property
     def decoding(self) -> DecodingOptions:
         return self._decoding
 
     def _adopt_decoding(self) -> None:
-        """Between utterances (worker side): switch to options sent by `configure`."""
-        decoding, self._next_decoding = self._next_decoding, None
-        if decoding is not None:
-            self._decoding = decoding
-            self._grammar_search = None
-            self._merger.keep_log_probs = self.engine.beam is not None or decoding.keeps_frames
+        """Between utterances (worker side): switch to the options sent by `configure` once the audio
+        merged so far reaches the point where they were sent."""
+        pending = self._next_decoding
+        if pending is None:
+            return
+        merger = self._merger
+        merged_to = (
+            round(merger.time_offset * MODEL_SAMPLE_RATE) + merger.next_frame * self.engine.geometry.stride
+        )
+        if merged_to < pending[0]:
+            return
+        self._next_decoding = None
+        self._decoding = decoding = pending[1]
+        self._grammar_search = None
+        merger.keep_log_probs = self.engine.beam is not None or decoding.keeps_frames
 
     @property
     def closed(self) -> bool:
@@ -362,7 +374,7 @@ class RecognitionStream:
             merger.start_segment(window.origin)
             self._merge_generation = window.generation
         if self._next_decoding is not None and merger.utt_first_frame is None:
-            self._adopt_decoding()
+            self._adopt_decoding()  # (consume) an utterance starting in this window gets them
         owned = (
             None if log_probs is None else log_probs[window.owned_offset : window.owned_offset + window.owned]
         )

@@ -117,7 +117,8 @@ class VoskSession(Session):
     def _open(self) -> EngineBridge:
         if self.bridge is None:
             return self.open_bridge(
-                StartConfig(sample_rate=self.sample_rate, words=self.words), decoding=self.decoding
+                StartConfig(sample_rate=self.sample_rate),
+                decoding=self.decoding,  # words: filtered per reply
             )
         return self.bridge
 
