@@ -210,6 +210,7 @@ def main() -> int:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--tune-garbage", action="store_true", help="the out-of-grammar penalty sweep")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every disagreement")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -262,6 +263,11 @@ def main() -> int:
             exact_s[size] += time.process_time() - t0
             exact = grammar.phrases[int(np.argmax(scores))]
             stream_pick = " ".join(picks)
+            if stream_pick != exact and args.verbose:
+                print(
+                    f"# {utt.id} list {size}: stream {stream_pick!r} ({len(picks)} utterances), exact {exact!r}",
+                    file=sys.stderr,
+                )
             stream_text = " ".join(t for t in with_garbage)
             rows.append(
                 (

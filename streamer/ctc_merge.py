@@ -14,6 +14,7 @@ word's characters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,6 +139,9 @@ class CtcMerger:
         self._saved: list[np.ndarray] = []  # open utterance's frame log-probs (beam search)
         self._saved_from = 0
         self.next_frame = 0
+        # (end frame) -> may the open utterance end here? Asked when the endpointer ends one on silence;
+        # a grammar keeps an utterance open while its best reading is the middle of a phrase.
+        self.close_gate: Callable[[int], bool] | None = None
 
     # -- segments ----------------------------------------------------------------------------------
 
@@ -196,7 +200,12 @@ class CtcMerger:
             prev = i
             if self.utt_first_frame is not None:
                 boundary = not self.tokens or self.tokens[-1].id == delim
-                if self.endpointer.observe(not silent[i], frame - self.utt_first_frame, boundary):
+                length = frame - self.utt_first_frame
+                if self.endpointer.observe(not silent[i], length, boundary) and (
+                    self.close_gate is None
+                    or length >= self.endpointer.hard_frames
+                    or self.close_gate(frame + 1)
+                ):
                     done.append(self._close(frame + 1))
         self.prev = prev
         return done

@@ -266,6 +266,7 @@ class RecognitionStream:
         self._decoding = decoding = pending[1]
         self._grammar_search = None
         merger.keep_log_probs = self.engine.beam is not None or decoding.keeps_frames
+        merger.close_gate = self._phrase_may_end if decoding.grammar is not None else None
 
     @property
     def closed(self) -> bool:
@@ -412,17 +413,34 @@ class RecognitionStream:
         utterance = self._merger.finish()
         return [self._final(utterance)] if utterance is not None else []
 
-    def _grammar_partial(self, grammar: Grammar, lookahead: np.ndarray) -> str:
-        """The best prefix of the grammar over the open utterance's frames and the look-ahead, searched
-        incrementally (the frames merged so far are fed once; the look-ahead goes to a copy)."""
+    def _open_search(self, grammar: Grammar, end_frame: int | None = None) -> GrammarSearch | None:
+        """The incremental grammar search of the open utterance, fed its frames up to ``end_frame``
+        (segment frame; None: all merged), or None when no utterance is open."""
         opened = self._merger.open_frames()
         if opened is None:
-            return ""
+            return None
         first, frames = opened
         if self._grammar_search is None or self._grammar_search[0] != first:
             self._grammar_search = (first, grammar.search())
         search = self._grammar_search[1]
-        search.advance(frames[search.frames :])
+        upto = len(frames) if end_frame is None else max(end_frame - first, 0)
+        if upto > search.frames:
+            search.advance(frames[search.frames : upto])
+        return search
+
+    def _phrase_may_end(self, end_frame: int) -> bool:
+        """Endpointing under a grammar: a pause inside a phrase does not end the utterance. It ends when
+        the best reading so far is a whole phrase, or nothing, or fits no phrase (garbage beats it)."""
+        grammar = self._decoding.grammar
+        search = None if grammar is None else self._open_search(grammar, end_frame)
+        return search is None or search.may_end()
+
+    def _grammar_partial(self, grammar: Grammar, lookahead: np.ndarray) -> str:
+        """The best prefix of the grammar over the open utterance's frames and the look-ahead, searched
+        incrementally (the frames merged so far are fed once; the look-ahead goes to a copy)."""
+        search = self._open_search(grammar)
+        if search is None:
+            return ""
         ahead = search.copy()
         ahead.advance(lookahead)
         return ahead.best_prefix()

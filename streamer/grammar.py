@@ -41,7 +41,7 @@ UNK = "[unk]"
 # Nats per frame the garbage hypothesis pays below the unconstrained best path. Chosen on synthesized
 # single phrases (in and out of grammar, training voices), never on the evaluation recordings:
 # see docs/RESULTS.md, "Grammars".
-GARBAGE_PENALTY = 0.25
+GARBAGE_PENALTY = 0.15
 DEFAULT_HOTWORD_BOOST = 10.0
 # Frames between two rescalings of the search's probabilities: a frame's factor is rarely below e-30
 # and float64 reaches e-708, so every 4th frame is safe and saves three passes over the nodes per frame.
@@ -170,6 +170,8 @@ class Grammar:
         self.repeats = np.flatnonzero(self.labels == self.labels[self.parents])[1:]  # (k,) not the root
         self.repeat_parents = self.parents[self.repeats]
         self.ends = np.array(ends, dtype=np.int64)  # (phrases,) end node of each phrase
+        self.is_end = np.zeros(len(labels), dtype=bool)  # (nodes,)
+        self.is_end[self.ends] = True
         self.blank_id = vocab.blank_id
         self.special_ids = np.array(
             [i for i in np.flatnonzero(vocab.silent) if i not in (vocab.blank_id, vocab.delimiter_id)],
@@ -287,6 +289,20 @@ class GrammarSearch:
         if penalty is None:
             return None
         return self.greedy_log_prob - penalty * self.frames
+
+    def may_end(self) -> bool:
+        """Could the utterance end here? Yes when the most probable prefix is a whole phrase or empty, or
+        when even that prefix is less likely than garbage (the speech fits no phrase)."""
+        g = self.grammar
+        total = self.b + self.nb
+        node = int(np.argmax(total))
+        if node == 0 or g.is_end[node]:
+            return True
+        garbage = self.garbage_score()
+        if garbage is None:
+            return False
+        with np.errstate(divide="ignore"):
+            return bool(np.log(total[node]) + self.log_scale < garbage)
 
     def best_prefix(self) -> str:
         """Text of the most probable prefix so far (a partial): a phrase or the start of one."""

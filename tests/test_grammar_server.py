@@ -215,3 +215,23 @@ def test_native_grammar_configure_and_errors(engine) -> None:
         assert code == "bad_message" and message, (key, code, message)
     assert any("vocabulary" in m for _, m in errors.values())
     assert any("at most 10000" in m for _, m in errors.values())
+
+
+def test_stream_file_client_sends_a_grammar(engine, tmp_path) -> None:
+    import numpy as np
+
+    from clients.stream_file import Session, read_phrases, stream_samples, stream_url
+
+    grammar = tmp_path / "g.txt"
+    grammar.write_text("\n".join(PHRASES) + "\n")
+    samples = np.frombuffer(pcm("side left"), dtype="<i2").astype(np.float32) / 32768
+
+    async def main():
+        async with running_app(settings(), engine) as app:
+            session = Session(url=stream_url(f"ws://127.0.0.1:{app.port}"), grammar=read_phrases(grammar))
+            async with session:
+                await stream_samples(session, samples)
+            return session.finals
+
+    finals = asyncio.run(main())
+    assert [f["text"] for f in finals if f["text"]] == ["SIDE LEFT"]
