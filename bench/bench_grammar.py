@@ -25,6 +25,10 @@ spoken phrase: the hard case, near misses of the same pool) give ``[unk]``, and 
 phrase with a confidence above 0.5.
 
     PYTHONPATH=. python bench/bench_grammar.py --tune-garbage --voices flite:kal16,flite:awb --per-pool 15
+    PYTHONPATH=. python bench/bench_grammar.py --tune-garbage --voices train-real --per-pool 40
+
+(``train-real``: real recordings of ``../shared/train/real``, training material, never evaluation: the
+40 AN4 commands and spellings plus as many Kathleen sentences, against lists of the set's transcripts.)
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from streamer.engine import RecognitionEngine
 from streamer.grammar import UNK, DecodingOptions, Grammar, GrammarSearch, phrase_labels
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "real"
+TRAIN_REAL = Path(__file__).resolve().parents[2] / "shared" / "train" / "real"
 SIZES = (10, 100, 1000)
 BUDGET_MS_PER_S = 5.0
 
@@ -124,6 +129,26 @@ def real(directory: Path) -> list[Utterance]:
     return [
         Utterance(f"real/{r['id']}", r["transcript"], load_audio(directory / r["path"], 16000), pool)
         for r in rows
+    ]
+
+
+def train_real(directory: Path, per_corpus: int, seed: int) -> list[Utterance]:
+    """Real training recordings (AN4 and Kathleen), for tuning only; the pool is all their transcripts."""
+    from model.training.text import normalize
+
+    with open(directory / "transcripts.tsv", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["corpus"] in ("an4", "kathleen")]
+    for r in rows:
+        r["text"] = normalize(r["transcript"])
+    pool = list(dict.fromkeys(r["text"] for r in rows if r["text"]))
+    rng = random.Random(seed)
+    chosen = []
+    for corpus in ("an4", "kathleen"):
+        mine = [r for r in rows if r["corpus"] == corpus and r["text"]]
+        chosen += rng.sample(mine, min(per_corpus, len(mine)))
+    return [
+        Utterance(f"train-real/{r['path']}", r["text"], load_audio(directory / r["path"], 16000), pool)
+        for r in chosen
     ]
 
 
@@ -222,7 +247,12 @@ def main() -> int:
         voices = args.voices.split(",")
         if any(v in ("flite:rms", "festival:cmu_us_slt_arctic_hts") for v in voices):
             parser.error("--tune-garbage tunes on training voices only")
-        tune_garbage(engine, synthetic(voices, args.per_pool, args.seed + 1), args.seed)
+        tuning = (
+            train_real(TRAIN_REAL, args.per_pool, args.seed)
+            if voices == ["train-real"]
+            else synthetic(voices, args.per_pool, args.seed + 1)
+        )
+        tune_garbage(engine, tuning, args.seed)
         return 0
     utterances = synthetic(args.voices.split(","), args.per_pool, args.seed) + real(args.real)
     print(f"{len(utterances)} utterances, {sum(len(u.audio) for u in utterances) / 16000:.0f} s of audio")

@@ -65,7 +65,7 @@ class NativeSession(Session):
                 raise ProtocolError("not_started", f"{command.type!r} before the start message")
             break
         assert command.start is not None
-        decoding = self.decoding_options(command.start.decoding)
+        decoding = await self.decoding_options(command.start.decoding)
         self.bridge = self.open_bridge(command.start, decoding)
         await self.send_json(
             {
@@ -97,7 +97,9 @@ class NativeSession(Session):
                 if command.type == "reset":
                     self.bridge.stream.reset()
                 elif command.type == "configure":
-                    self.bridge.stream.configure(self.decoding_options(command.decoding) or DecodingOptions())
+                    self.bridge.stream.configure(
+                        await self.decoding_options(command.decoding) or DecodingOptions()
+                    )
                 else:
                     self._end()
 
