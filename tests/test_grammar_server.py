@@ -23,7 +23,7 @@ from streamer.server.testing import native_finals_text, running_app, test_settin
 pytestmark = pytest.mark.timeout(1800)  # 16 streams of the embedded model; a busy machine is slow
 
 ALSA = Path(__file__).parent / "data" / "alsa"
-PHRASES = [p.stem.removeprefix("alsa_").replace("_", " ") for p in sorted(ALSA.glob("alsa_*.wav"))]
+PHRASES = [p.stem.removeprefix("alsa_").replace("_", " ").upper() for p in sorted(ALSA.glob("alsa_*.wav"))]
 MIN_CORRECT = 7  # of 8: the embedded model's bound by exact scoring (see the module docstring)
 
 
