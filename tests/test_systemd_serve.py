@@ -22,10 +22,7 @@ from test_clients_live import Serve, speech_wav, tiny_model  # noqa: F401  (fixt
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (ROOT / "streamer" / "commands" / "serve.py").exists(), reason="no daemon yet"),
-]
+pytestmark = pytest.mark.slow
 
 
 class Notifications:
