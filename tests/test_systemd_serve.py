@@ -20,8 +20,6 @@ import pytest
 import soundfile
 from test_clients_live import Serve, speech_wav, tiny_model  # noqa: F401  (fixtures)
 
-ROOT = Path(__file__).resolve().parents[1]
-
 pytestmark = pytest.mark.slow
 
 
