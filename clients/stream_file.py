@@ -1,12 +1,14 @@
 """Stream an audio file to a conformer-streamer daemon and print what it recognizes.
 
-    python -m clients.stream_file talk.flac                        # finals as text lines, fast
-    python -m clients.stream_file talk.wav --realtime --partials   # paced like a live source
-    python -m clients.stream_file talk.ogg --format srt -o talk.srt
-    python -m clients.stream_file talk.wav --format json           # one JSON event per line
+    conformer-stream-file talk.flac                        # finals as text lines, fast
+    conformer-stream-file talk.wav --realtime --partials   # paced like a live source
+    conformer-stream-file talk.ogg --format srt -o talk.srt
+    conformer-stream-file talk.wav --format json           # one JSON event per line
 
-Any format libsndfile reads (wav, flac, ogg, ...) at any rate; it is converted to 16 kHz mono and sent
-as ``pcm_s16le`` in 100 ms frames. Without ``--realtime`` the file goes as fast as the server keeps up:
+(``python -m clients.stream_file`` runs the same without the installed script.)
+
+Any format libsndfile reads (wav, flac, ogg, ...; m4a, MP4, WebM through ffmpeg when it is installed) at
+any rate; it is converted to 16 kHz mono and sent as ``pcm_s16le`` in 100 ms frames. Without ``--realtime`` the file goes as fast as the server keeps up:
 the client stays at most ``--max-lead`` seconds of audio ahead of what the server has reported, so a long
 file never overflows the server's per-stream queue (which would drop audio).
 
@@ -482,7 +484,7 @@ async def run_file(args: argparse.Namespace, samples: np.ndarray, writer: Writer
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m clients.stream_file",
+        prog="conformer-stream-file",
         description="Stream an audio file to a conformer-streamer server and print the transcript.",
     )
     parser.add_argument("file", type=Path, help="audio file (wav, flac, ogg, ... any sample rate)")

@@ -47,6 +47,8 @@ def test_stream_file_reports_the_shutdown_close_reason(tiny_model, noise_wav):
     """SIGTERM mid-file: the daemon finishes the utterance and closes 1001; the client says so and fails."""
     with Serve("--port", "0", "--model", str(tiny_model)) as serve:
         serve.wait_listening()
+        # the decoder the daemon settled on is logged at the default verbosity (the tiny model has no LM)
+        assert "finals decoder: greedy" in serve.log, serve.log
         client = subprocess.Popen(
             [
                 sys.executable,
