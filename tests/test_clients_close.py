@@ -66,10 +66,11 @@ def test_stream_file_reports_the_shutdown_close_reason(tiny_model, noise_wav):
             text=True,
         )
         # streaming 30 s in real time: mid-file once the daemon has audio from it
-        deadline = time.monotonic() + 60
-        while _healthz(serve.port).get("engine_audio_seconds", 0) < 1.0:
+        deadline = time.monotonic() + 120
+        while _healthz(serve.port).get("streams_active", 0) < 1:
             assert client.poll() is None and time.monotonic() < deadline, client.communicate()
             time.sleep(0.2)
+        time.sleep(1.0)
         assert client.poll() is None, client.communicate()
         assert serve.terminate() == 0, serve.log
         _out, err = client.communicate(timeout=60)
@@ -83,10 +84,7 @@ def test_stream_file_at_the_vosk_port_says_so(tiny_model, noise_wav):
     with Serve("--port", "0", "--vosk-port", "0", "--model", str(tiny_model)) as serve:
         serve.wait_listening()
         vosk_url = next(m.group(1) for line in serve.lines if (m := re.search(r"vosk (ws://[\d.:]+)", line)))
-        started = time.monotonic()
         result = _run("clients.stream_file", str(noise_wav), "--server", vosk_url)
-        took = time.monotonic() - started
     assert result.returncode == 1, result.stderr
     assert "vosk" in result.stderr and "no 'ready'" not in result.stderr, result.stderr
     _no_traceback(result.stderr)
-    assert took < 30
