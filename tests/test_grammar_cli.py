@@ -94,3 +94,21 @@ def test_digits_and_commands_by_a_held_out_voice(tmp_path) -> None:
         right += text == phrase.upper()
     assert right >= 6, list(zip(spoken, texts, strict=True))
     assert all(t in (*[p.upper() for p in DIGITS + COMMANDS], "[unk]") for t in texts)
+
+
+def test_engine_hotwords_steer_the_finals() -> None:
+    """Per-stream hotwords reach the finals' beam search (the LM alone reads SIDE LEFT as SO LATE)."""
+    pytest.importorskip("pyctcdecode")
+    from model.audio import load_audio
+    from streamer.config import Settings
+    from streamer.engine import RecognitionEngine
+
+    engine = RecognitionEngine(Settings())
+    if engine.beam is None:
+        pytest.skip("the finals are greedy here (no lm extra)")
+    audio = load_audio(ALSA / "alsa_side_left.wav", 16000)
+    options = engine.decoding_options(
+        hotwords=[{"phrase": "side", "boost": 30}, {"phrase": "left", "boost": 30}]
+    )
+    assert engine.transcribe(audio, decoding=options).text == "SIDE LEFT"
+    assert engine.transcribe(audio).text != "SIDE LEFT"  # measured: SO LATE
