@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from streamer.grammar import GrammarError, Hotword, check_hotwords, check_max_alternatives, check_phrases
+from streamer.readable import FORMATS
 
 PROTOCOL_VERSION = 1
 MIN_SAMPLE_RATE = 8000
@@ -93,6 +94,7 @@ class StartConfig:
     encoding: str = "pcm_s16le"
     partials: bool = True
     words: bool = True
+    format: str = "raw"  # finals: "raw" (as recognized) | "readable" (punctuated, true-cased)
     decoding: DecodingRequest | None = None
 
     @property
@@ -146,8 +148,11 @@ def parse_start(obj: dict[str, Any]) -> StartConfig:
         if not isinstance(value, bool):
             raise ProtocolError("bad_message", f"{name} must be true or false, got {value!r}")
         flags[name] = value
+    text_format = obj.get("format", "raw")
+    if text_format not in FORMATS:
+        raise ProtocolError("bad_message", f"format must be one of {', '.join(FORMATS)}, got {text_format!r}")
     decoding = parse_decoding(obj) if DECODING_KEYS & obj.keys() else None
-    return StartConfig(sample_rate=rate, encoding=encoding, decoding=decoding, **flags)
+    return StartConfig(sample_rate=rate, encoding=encoding, format=text_format, decoding=decoding, **flags)
 
 
 DECODING_KEYS = {"grammar", "hotwords", "max_alternatives"}
