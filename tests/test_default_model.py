@@ -124,7 +124,13 @@ BEFORE_GROWTH = (
     "en-small-stage7.toml",
 )
 GROWN_BY = "en-small-stage8-deep.toml"
-AFTER_GROWTH = (GROWN_BY, "en-small-stage9.toml", "en-small-stage10.toml", "en-small-stage11-augment.toml")
+AFTER_GROWTH = (
+    GROWN_BY,
+    "en-small-stage9.toml",
+    "en-small-stage10.toml",
+    "en-small-stage11-augment.toml",
+    "en-small-stage13-real.toml",
+)
 
 
 @pytest.mark.parametrize("config_name", BEFORE_GROWTH + AFTER_GROWTH)
