@@ -3,6 +3,7 @@
 #   scripts/setup.sh          runtime, and the lm extra (beam search with the word LM) if it builds
 #   scripts/setup.sh test     runtime + test tools + the lm extra (beam search tests) + the system packages the tests drive
 #   scripts/setup.sh train    runtime + the lm extra + speech synthesis engines for building the training corpus
+#                             (and the text sources of the punctuation model, with its held-out Moby-Dick)
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,10 +11,10 @@ mode="${1:-run}"
 
 apt_packages=()
 case "$mode" in
-  test) apt_packages=(espeak-ng flite sox chromium nginx-light pulseaudio libportaudio2 openssl) ;;
+  test) apt_packages=(espeak-ng flite sox ffmpeg chromium nginx-light pulseaudio libportaudio2 openssl) ;;
   train) apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
                        sox libsox-fmt-all r-cran-janeaustenr r-cran-stringr bible-kjv wordnet-base
-                       fortunes wamerican ffmpeg) ;;
+                       fortunes wamerican r-cran-tokenizers ffmpeg) ;;
 esac
 if ((${#apt_packages[@]})); then
   missing=()
@@ -22,7 +23,7 @@ if ((${#apt_packages[@]})); then
   done
   if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ]; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+      bash scripts/apt-install.sh "${missing[@]}"
     else
       echo "setup: please install these Debian packages: ${missing[*]}" >&2
     fi

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.audio import load_audio
+from model.audio import load_audio, load_audio_bytes
 from model.processor import Wav2Vec2Processor
 from model.tokenizer import Wav2Vec2CTCTokenizer
 from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, WORD_SCORE, BeamDecoder
@@ -70,12 +70,23 @@ class Recognizer:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, ...)")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="audio files (wav, flac, ogg, ...; m4a, mp4, webm through ffmpeg); - reads standard input",
+    )
     parser.add_argument(
         "--model", metavar="DIR_OR_ID", help="model directory or cached hub id (default: embedded)"
     )
     parser.add_argument(
         "--json", action="store_true", help="one JSON object per file and line, with word timings"
+    )
+    parser.add_argument(
+        "--format",
+        choices=["raw", "readable"],
+        default="raw",
+        help="raw: the words as recognized; readable: punctuated and true-cased (default: raw)",
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="model weights dtype")
@@ -124,15 +135,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     decoder = "greedy" if search is None else "beam"
+    punctuator = None
+    if args.format == "readable":
+        from streamer.readable import load_punctuator
+
+        try:
+            punctuator = load_punctuator()
+        except (OSError, ValueError) as error:
+            print(f"error: cannot load the punctuation model: {error}", file=sys.stderr)
+            return 2
     failures = 0
     for file in args.files:
         try:
-            audio = load_audio(file, recognizer.processor.sampling_rate)
+            audio = read_audio(file, recognizer.processor.sampling_rate)
         except (OSError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             failures += 1
             continue
         result = transcribe_audio(audio, recognizer, decoder=decoder, search=search)
+        if punctuator is not None:
+            result = readable(result, punctuator)
         if args.json:
             print(result.to_json(file), flush=True)
         elif len(args.files) == 1:
@@ -140,6 +162,25 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{file}\t{result.text}", flush=True)
     return 1 if failures else 0
+
+
+def readable(result: Transcription, punctuator: Any) -> Transcription:
+    """Punctuated, true-cased text; each word entry keeps its timing and becomes its display form."""
+    from streamer.readable import format_words
+
+    tokens = format_words(punctuator, result.text.split())
+    if [w.word.lower() for w in result.words] == [t.rstrip(".,?!").lower() for t in tokens]:
+        words = [Word(t, w.start, w.end, w.confidence) for w, t in zip(result.words, tokens, strict=True)]
+    else:
+        words = result.words
+    return Transcription(text=" ".join(tokens), words=words)
+
+
+def read_audio(file: str, sample_rate: int) -> np.ndarray:
+    """The audio of ``file``, or of standard input for ``-`` (a whole file piped in, any format)."""
+    if file == "-":
+        return load_audio_bytes(sys.stdin.buffer.read(), sample_rate, name="standard input")
+    return load_audio(file, sample_rate)
 
 
 # -- model loading -----------------------------------------------------------------------------------
