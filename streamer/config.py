@@ -25,7 +25,9 @@ class ModelSettings:
 
     path: str | None = None  # directory or cached hub id; None = the embedded default model
     device: str = "cpu"  # "cpu", "cuda", "cuda:1"
-    dtype: str = "float32"  # float32 | float16 | bfloat16 (the latter two on CUDA)
+    # float32 | bfloat16 | float16 (CUDA only) | auto (bfloat16 on CPUs with avx512_bf16 or AMX, else
+    # float32). float32 stays the default: see README "CPU precision modes" for the drift that decided it.
+    dtype: str = "float32"
     quantize: str | None = None  # "int8": dynamic int8 linear layers on CPU
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
 
