@@ -112,14 +112,20 @@ def load_model(settings: Settings) -> tuple[Any, Any, Any, str]:
     # Loaded in its run dtype on the CPU so that the dense layers are packed for it once (model.cpu_fast_path).
     on_cpu = torch.device(ms.device).type == "cpu"
     load_dtype = getattr(torch, dtype) if on_cpu and not ms.quantize else None
-    model = Wav2Vec2ConformerForCTC.from_pretrained(str(path), dtype=load_dtype).eval()
-    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(path))
     if ms.quantize:
         if ms.quantize != "int8":
             raise ValueError(f"model.quantize must be 'int8' or unset, got {ms.quantize!r}")
         if ms.device != "cpu":
             raise ValueError("int8 dynamic quantization runs on the CPU only")
-        model = quantize_dynamic_int8(model)
+    # int8: pack only the layers left in float, after quantizing (no transient packed copy of the rest)
+    route = "aten" if ms.quantize else "auto"
+    model = Wav2Vec2ConformerForCTC.from_pretrained(str(path), dtype=load_dtype, linear_route=route).eval()
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(path))
+    if ms.quantize:
+        from model.cpu_fast_path import route_linears
+
+        model = quantize_dynamic_int8(model, inplace=True)
+        route_linears(model, "auto")
     model = model.to(ms.device)
     if dtype != "float32":
         model = model.to(getattr(torch, dtype))
