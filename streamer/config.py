@@ -231,6 +231,10 @@ _JOINT_RULES: list[tuple[str, Callable[[Settings], bool]]] = [
         lambda s: s.model.quantize is None or s.model.device == "cpu",
     ),
     (
+        "model.dtype float16 needs a CUDA device (use bfloat16 or auto on the CPU)",
+        lambda s: s.model.dtype != "float16" or s.model.device.startswith("cuda"),
+    ),
+    (
         "server.tls_cert and server.tls_key go together",
         lambda s: (s.server.tls_cert is None) == (s.server.tls_key is None),
     ),
