@@ -1,7 +1,7 @@
 """All runtime configuration of the daemon, in one typed place.
 
 Every field has a default, can be set from a TOML file (``[model]``, ``[streaming]``, ``[endpoint]``,
-``[batching]``, ``[decoder]``, ``[server]``, ``[limits]`` tables) and overridden by a CLI flag named
+``[batching]``, ``[decoder]``, ``[server]``, ``[limits]``, ``[format]`` tables) and overridden by a CLI flag named
 ``--section.field`` (for example ``--streaming.chunk_s 0.5``). Precedence: defaults < TOML < flags.
 
 Each field declares what it accepts with `option` (a help line, ``choices``, bounds, a ``pattern``); `validate`
@@ -214,6 +214,14 @@ class LimitSettings:
 
 
 @dataclass
+class FormatSettings:
+    """Readable finals: punctuation and true casing (``streamer.readable``), per stream on request."""
+
+    readable: bool = option(True, "load the punctuation model; false: every stream gets raw finals")
+    punct_model: str | None = option(None, "its directory; unset = the embedded model/pretrained/punct-en")
+
+
+@dataclass
 class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     streaming: StreamingSettings = field(default_factory=StreamingSettings)
@@ -222,6 +230,7 @@ class Settings:
     decoder: DecoderSettings = field(default_factory=DecoderSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    format: FormatSettings = field(default_factory=FormatSettings)
 
 
 # Rules over more than one field: (what must hold, a check that returns True when it holds).

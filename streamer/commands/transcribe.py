@@ -82,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="one JSON object per file and line, with word timings"
     )
+    parser.add_argument(
+        "--format",
+        choices=["raw", "readable"],
+        default="raw",
+        help="raw: the words as recognized; readable: punctuated and true-cased (default: raw)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
     parser.add_argument(
         "--dtype",
@@ -135,6 +141,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     decoder = "greedy" if search is None else "beam"
+    punctuator = None
+    if args.format == "readable":
+        from streamer.readable import load_punctuator
+
+        try:
+            punctuator = load_punctuator()
+        except (OSError, ValueError) as error:
+            print(f"error: cannot load the punctuation model: {error}", file=sys.stderr)
+            return 2
     failures = 0
     for file in args.files:
         try:
@@ -144,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             continue
         result = transcribe_audio(audio, recognizer, decoder=decoder, search=search)
+        if punctuator is not None:
+            result = readable(result, punctuator)
         if args.json:
             print(result.to_json(file), flush=True)
         elif len(args.files) == 1:
@@ -151,6 +168,18 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{file}\t{result.text}", flush=True)
     return 1 if failures else 0
+
+
+def readable(result: Transcription, punctuator: Any) -> Transcription:
+    """Punctuated, true-cased text; each word entry keeps its timing and becomes its display form."""
+    from streamer.readable import format_words
+
+    tokens = format_words(punctuator, result.text.split())
+    if [w.word.lower() for w in result.words] == [t.rstrip(".,?!").lower() for t in tokens]:
+        words = [Word(t, w.start, w.end, w.confidence) for w, t in zip(result.words, tokens, strict=True)]
+    else:
+        words = result.words
+    return Transcription(text=" ".join(tokens), words=words)
 
 
 def read_audio(file: str, sample_rate: int) -> np.ndarray:
