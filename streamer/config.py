@@ -99,8 +99,9 @@ class ModelSettings:
     )
     dtype: str = option(
         "float32",
-        "model weights dtype (float16/bfloat16 on CUDA)",
-        choices=("float32", "float16", "bfloat16"),
+        "model weights dtype: bfloat16 runs on CPU too, float16 needs CUDA; auto = bfloat16 on CPUs with "
+        "avx512_bf16 or AMX, else float32 (not the default: README 'CPU kernels and precision modes')",
+        choices=("float32", "float16", "bfloat16", "auto"),
     )
     quantize: str | None = option(None, "int8: dynamic int8 linear layers (CPU only)", choices=("int8",))
     threads: int = option(0, "torch intra-op threads; 0 = torch's default", **NON_NEGATIVE)
@@ -237,6 +238,10 @@ _JOINT_RULES: list[tuple[str, Callable[[Settings], bool]]] = [
     (
         "model.quantize int8 runs on the CPU only (model.device cpu)",
         lambda s: s.model.quantize is None or s.model.device == "cpu",
+    ),
+    (
+        "model.dtype float16 needs a CUDA device (use bfloat16 or auto on the CPU)",
+        lambda s: s.model.dtype != "float16" or s.model.device.startswith("cuda"),
     ),
     (
         "server.tls_cert and server.tls_key go together",

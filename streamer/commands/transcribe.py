@@ -91,7 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="raw: the words as recognized; readable: punctuated and true-cased (default: raw)",
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="model weights dtype")
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", *sorted(DTYPES)],
+        default="float32",
+        help="model weights dtype: bfloat16 runs on CPU too; auto = bfloat16 on CPUs with avx512_bf16 or "
+        "AMX, else float32; float16 needs CUDA (default: float32)",
+    )
     parser.add_argument(
         "--quantize", choices=["int8"], help="dynamic int8 quantization of linear layers (CPU)"
     )
@@ -218,11 +224,12 @@ def load_recognizer(
     quantize: str | None = None,
 ) -> Recognizer:
     """Load network and processor from one model directory (``None``: the embedded default model)."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    from model.quantize import resolve_dtype
+
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be 'int8' or absent, got {quantize!r}")
     torch_device = torch.device(device)
+    dtype = "float32" if quantize and dtype == "auto" else resolve_dtype(dtype, torch_device)
     if quantize and torch_device.type != "cpu":
         raise ValueError("--quantize int8 runs on the CPU only")
     directory = _resolve_model_dir(dir_or_id)
