@@ -129,6 +129,7 @@ class Session:
     format: str = "raw"  # finals: "raw" | "readable" (punctuated and true-cased by the server)
     open_timeout: float = 10.0
     listen: bool = False  # /v1/listen: no start message, nothing to send
+    grammar: list[str] | None = None  # only these phrases (docs/protocol.md, "Grammars and hotwords")
     progress: float = 0.0
     progress_at: float = field(default_factory=time.monotonic)  # when ``progress`` last advanced
     ready: dict[str, Any] | None = None
@@ -174,19 +175,18 @@ class Session:
         self._receiver = asyncio.create_task(self._receive(), name="session-receiver")
         if self.listen:
             return
-        await self._ws.send(
-            json.dumps(
-                {
-                    "type": "start",
-                    "version": 1,
-                    "sample_rate": self.sample_rate,
-                    "encoding": self.encoding,
-                    "partials": self.partials,
-                    "words": self.words,
-                    "format": self.format,
-                }
-            )
-        )
+        start: dict[str, Any] = {
+            "type": "start",
+            "version": 1,
+            "sample_rate": self.sample_rate,
+            "encoding": self.encoding,
+            "partials": self.partials,
+            "words": self.words,
+            "format": self.format,
+        }
+        if self.grammar is not None:
+            start["grammar"] = self.grammar
+        await self._ws.send(json.dumps(start))
         ready_task = asyncio.create_task(self._ready.wait())
         _done, _ = await asyncio.wait(
             {ready_task, self._receiver}, timeout=self.open_timeout, return_when=asyncio.FIRST_COMPLETED
@@ -473,6 +473,7 @@ async def run_file(args: argparse.Namespace, samples: np.ndarray, writer: Writer
         partials=True,  # progress reports pace the upload even when partials aren't shown
         words=True,
         format=finals_format(args),
+        grammar=getattr(args, "phrases", None),
     )
     try:
         async with session:
@@ -525,8 +526,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds of audio to stay ahead of the server's progress when not --realtime (default 5)",
     )
+    parser.add_argument(
+        "--grammar",
+        type=Path,
+        metavar="FILE",
+        help="only these phrases, one per line ('#' comments): each utterance is one of them or [unk]",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
+
+
+def read_phrases(path: Path) -> list[str]:
+    """A grammar file: one phrase per line; blank lines and ``#`` comments skipped."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -544,6 +557,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if not math.isfinite(args.max_lead) or args.max_lead <= 0:
         print("stream_file: --max-lead must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        args.phrases = read_phrases(args.grammar) if args.grammar else None
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"stream_file: --grammar: {error}", file=sys.stderr)
         return EXIT_USAGE
     out_file = None
     try:

@@ -151,10 +151,20 @@ class UtteranceBeamSearch:
             delimiter=vocab.raw_tokens[vocab.delimiter_id] if vocab.delimiter_id >= 0 else "|",
         )
 
-    def decode_utterance(self, utterance: Utterance, frame_seconds: float) -> tuple[str, tuple[Word, ...]]:
+    def decode_utterance(
+        self, utterance: Utterance, frame_seconds: float, hotwords: tuple[Any, ...] = ()
+    ) -> tuple[str, tuple[Word, ...]]:
+        """``hotwords``: `streamer.grammar.Hotword` phrases to favour; pyctcdecode takes one weight for
+        all, so the largest boost given applies."""
         lp = np.asarray(utterance.log_probs, dtype=np.float32)
         self.decoder.frame_s = frame_seconds
-        decoded = self.decoder.decode(lp, time_offset=utterance.log_probs_start)
+        extra = {}
+        if hotwords:
+            extra = {
+                "hotwords": [h.phrase for h in hotwords],
+                "hotword_weight": max(h.boost for h in hotwords),
+            }
+        decoded = self.decoder.decode(lp, time_offset=utterance.log_probs_start, **extra)
         frame_confidence = np.exp(lp.max(axis=1))
         words = tuple(
             Word(

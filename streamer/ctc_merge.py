@@ -14,6 +14,7 @@ word's characters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,6 +139,9 @@ class CtcMerger:
         self._saved: list[np.ndarray] = []  # open utterance's frame log-probs (beam search)
         self._saved_from = 0
         self.next_frame = 0
+        # (end frame) -> may the open utterance end here? Asked when the endpointer ends one on silence;
+        # a grammar keeps an utterance open while its best reading is the middle of a phrase.
+        self.close_gate: Callable[[int], bool] | None = None
 
     # -- segments ----------------------------------------------------------------------------------
 
@@ -196,7 +200,12 @@ class CtcMerger:
             prev = i
             if self.utt_first_frame is not None:
                 boundary = not self.tokens or self.tokens[-1].id == delim
-                if self.endpointer.observe(not silent[i], frame - self.utt_first_frame, boundary):
+                length = frame - self.utt_first_frame
+                if self.endpointer.observe(not silent[i], length, boundary) and (
+                    self.close_gate is None
+                    or length >= self.endpointer.hard_frames
+                    or self.close_gate(frame + 1)
+                ):
                     done.append(self._close(frame + 1))
         self.prev = prev
         return done
@@ -238,6 +247,16 @@ class CtcMerger:
             first_frame=first,
             log_probs_start=self._t(lo),
         )
+
+    def open_frames(self) -> tuple[int, np.ndarray] | None:
+        """``(first frame, log_probs)`` of the open utterance as far as it has been merged: the frames its
+        Final will be decoded from (kept frames only), or None when no utterance is open."""
+        if not self.keep_log_probs or not self._saved or not self.tokens:
+            return None
+        if len(self._saved) > 1:
+            self._saved = [np.concatenate(self._saved)]
+        first = self.tokens[0].first
+        return first, self._saved[0][max(first - self._saved_from, 0) :]
 
     def _t(self, frame: int) -> float:
         return round(self.time_offset + frame * self.frame_seconds, 3)

@@ -51,7 +51,7 @@ import math
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,17 @@ import numpy as np
 from streamer.config import ModelSettings, Settings, StreamingSettings
 from streamer.ctc_merge import CtcMerger, Utterance, Vocabulary
 from streamer.endpointing import Endpointer
-from streamer.events import EndOfStream, Event, Final, Partial, StreamError, Word
+from streamer.events import Alternative, EndOfStream, Event, Final, Partial, StreamError, Word
+from streamer.grammar import (
+    DecodingOptions,
+    Grammar,
+    GrammarError,
+    GrammarSearch,
+    align_words,
+    check_hotwords,
+    check_max_alternatives,
+    check_phrases,
+)
 from streamer.offline import offline_windows
 from streamer.pcm import MODEL_SAMPLE_RATE, AudioFormatError, PcmDecoder, check_encoding, check_sample_rate
 from streamer.ring_buffer import RingBuffer
@@ -72,6 +82,7 @@ __all__ = ["AudioFormatError", "EngineStats", "RecognitionEngine", "RecognitionS
 
 log = logging.getLogger(__name__)
 LATENCY_SAMPLES = 2048
+GRAMMAR_CACHE = 32  # compiled grammars kept for reuse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +168,7 @@ class RecognitionStream:
         encoding: str,
         partials: bool,
         words: bool,
+        decoding: DecodingOptions | None = None,
     ) -> None:
         s = engine.settings
         self.id = uuid.uuid4().hex[:16]
@@ -186,6 +198,11 @@ class RecognitionStream:
             endpointer=Endpointer(s.endpoint.min_silence_s, s.endpoint.max_utterance_s, frame_s),
             keep_log_probs=engine.beam is not None,
         )
+        self._decoding = DecodingOptions()
+        # (sample position, options): from the first utterance that starts after that much audio
+        self._next_decoding: tuple[int, DecodingOptions] | None = None if decoding is None else (0, decoding)
+        self._grammar_search: tuple[int, GrammarSearch] | None = None  # (first frame, search) for partials
+        self._adopt_decoding()
         self._max_queued = int(s.limits.max_queued_s * MODEL_SAMPLE_RATE)
         self._arrivals: deque[tuple[int, float]] = deque()
         self._pending: list[Window] = []
@@ -242,6 +259,34 @@ class RecognitionStream:
             self.features = FeatureCache()
         self.engine._forget(self)
         self.done.set()
+
+    def configure(self, decoding: DecodingOptions) -> None:
+        """Decode with ``decoding`` from the next utterance on: the first one that starts after the audio
+        accepted so far (an utterance open at that point keeps its options)."""
+        with self._lock:
+            self._next_decoding = (self._buffer.end, decoding)
+
+    @property
+    def decoding(self) -> DecodingOptions:
+        return self._decoding
+
+    def _adopt_decoding(self) -> None:
+        """Between utterances (worker side): switch to the options sent by `configure` once the audio
+        merged so far reaches the point where they were sent."""
+        pending = self._next_decoding
+        if pending is None:
+            return
+        merger = self._merger
+        merged_to = (
+            round(merger.time_offset * MODEL_SAMPLE_RATE) + merger.next_frame * self.engine.geometry.stride
+        )
+        if merged_to < pending[0]:
+            return
+        self._next_decoding = None
+        self._decoding = decoding = pending[1]
+        self._grammar_search = None
+        merger.keep_log_probs = self.engine.beam is not None or decoding.keeps_frames
+        merger.close_gate = self._phrase_may_end if decoding.grammar is not None else None
 
     @property
     def closed(self) -> bool:
@@ -349,6 +394,8 @@ class RecognitionStream:
             events.extend(self._finish_utterance())
             merger.start_segment(window.origin)
             self._merge_generation = window.generation
+        if self._next_decoding is not None and merger.utt_first_frame is None:
+            self._adopt_decoding()  # (consume) an utterance starting in this window gets them
         owned = (
             None if log_probs is None else log_probs[window.owned_offset : window.owned_offset + window.owned]
         )
@@ -361,6 +408,8 @@ class RecognitionStream:
         elif log_probs is not None and self.partials:
             lookahead = log_probs[window.owned_offset + window.owned :]
             committed, tentative, start = merger.partial(lookahead)
+            if self._decoding.grammar is not None:
+                committed, tentative = "", self._grammar_partial(self._decoding.grammar, lookahead)
             if committed or tentative:
                 events.append(
                     Partial(self.id, committed, tentative, start, round(window.end / MODEL_SAMPLE_RATE, 3))
@@ -384,11 +433,43 @@ class RecognitionStream:
         utterance = self._merger.finish()
         return [self._final(utterance)] if utterance is not None else []
 
+    def _open_search(self, grammar: Grammar, end_frame: int | None = None) -> GrammarSearch | None:
+        """The incremental grammar search of the open utterance, fed its frames up to ``end_frame``
+        (segment frame; None: all merged), or None when no utterance is open."""
+        opened = self._merger.open_frames()
+        if opened is None:
+            return None
+        first, frames = opened
+        if self._grammar_search is None or self._grammar_search[0] != first:
+            self._grammar_search = (first, grammar.search())
+        search = self._grammar_search[1]
+        upto = len(frames) if end_frame is None else max(end_frame - first, 0)
+        if upto > search.frames:
+            search.advance(frames[search.frames : upto])
+        return search
+
+    def _phrase_may_end(self, end_frame: int) -> bool:
+        """Endpointing under a grammar: a pause inside a phrase does not end the utterance. It ends when
+        the best reading so far is a whole phrase, or nothing, or fits no phrase (garbage beats it)."""
+        grammar = self._decoding.grammar
+        search = None if grammar is None else self._open_search(grammar, end_frame)
+        return search is None or search.may_end()
+
+    def _grammar_partial(self, grammar: Grammar, lookahead: np.ndarray) -> str:
+        """The best prefix of the grammar over the open utterance's frames and the look-ahead, searched
+        incrementally (the frames merged so far are fed once; the look-ahead goes to a copy)."""
+        search = self._open_search(grammar)
+        if search is None:
+            return ""
+        ahead = search.copy()
+        ahead.advance(lookahead)
+        return ahead.best_prefix()
+
     def _final(self, utterance: Utterance) -> Final:
-        text, words = utterance.text, utterance.words
-        if self.engine.beam is not None and utterance.log_probs is not None and len(utterance.log_probs):
-            text, words = self.engine._beam_decode(utterance)
-        return Final(self.id, text, words if self.words else (), utterance.start, utterance.end)
+        final = self.engine._decode_utterance(self.id, utterance, self._decoding, self.words)
+        self._grammar_search = None
+        self._adopt_decoding()
+        return final
 
     def _emit_all(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -434,6 +515,8 @@ class RecognitionEngine:
             heap_trim_s=settings.limits.heap_trim_s,
         )
         self.beam = self._load_beam(settings)
+        self._plain_beam: Any = None  # hotwords without the beam search: a plain one, built on demand
+        self._grammars: OrderedDict[tuple[str, ...], Grammar] = OrderedDict()
         self._lock = threading.Lock()
         self._streams: dict[str, RecognitionStream] = {}
         self._audio_samples = 0
@@ -487,11 +570,18 @@ class RecognitionEngine:
         encoding: str = "pcm_s16le",
         partials: bool = True,
         words: bool = True,
+        decoding: DecodingOptions | None = None,
     ) -> RecognitionStream:
         check_sample_rate(sample_rate)
         check_encoding(encoding)
         stream = RecognitionStream(
-            self, on_event, sample_rate=sample_rate, encoding=encoding, partials=partials, words=words
+            self,
+            on_event,
+            sample_rate=sample_rate,
+            encoding=encoding,
+            partials=partials,
+            words=words,
+            decoding=decoding,
         )
         with self._lock:
             self._streams[stream.id] = stream
@@ -545,8 +635,86 @@ class RecognitionEngine:
             what="finals decoder",
         )
 
-    def _beam_decode(self, utterance: Utterance) -> tuple[str, tuple[Word, ...]]:
-        return self.beam.decode_utterance(utterance, self.geometry.stride / MODEL_SAMPLE_RATE)
+    def _beam_decode(self, utterance: Utterance, hotwords: tuple = ()) -> tuple[str, tuple[Word, ...]]:
+        beam = self.beam if self.beam is not None else self._hotword_beam()
+        frame_s = self.geometry.stride / MODEL_SAMPLE_RATE
+        if hotwords:
+            return beam.decode_utterance(utterance, frame_s, hotwords=hotwords)
+        return beam.decode_utterance(utterance, frame_s)
+
+    def _hotword_beam(self) -> Any:
+        """A beam search without LM for hotwords when the finals are greedy (built once)."""
+        with self._lock:
+            if self._plain_beam is None:
+                from streamer.beam import make_beam_decoder
+
+                try:
+                    self._plain_beam = make_beam_decoder(self.settings.decoder, self.vocab, None)
+                except RuntimeError as exc:
+                    raise GrammarError(f"hotwords need the beam search: {exc}") from None
+            return self._plain_beam
+
+    def decoding_options(
+        self,
+        grammar: object = None,
+        hotwords: object = None,
+        max_alternatives: object = 0,
+    ) -> DecodingOptions:
+        """Validated per-stream decoding options (GrammarError, a ValueError, for bad input): ``grammar``
+        a list of phrases or None, ``hotwords`` ``[{"phrase": ..., "boost": ...}]`` or Hotword objects."""
+        compiled = None
+        if grammar is not None:
+            compiled = self.compile_grammar(check_phrases(grammar))
+        boosted = check_hotwords(hotwords, self.vocab) if hotwords is not None else ()
+        if boosted and self.beam is None:
+            self._hotword_beam()  # fails now, with a clear message, when there is no beam search
+        return DecodingOptions(compiled, boosted, check_max_alternatives(max_alternatives))
+
+    def compile_grammar(self, phrases: Sequence[str]) -> Grammar:
+        """The prefix tree of ``phrases`` (cached: clients tend to send the same list every time)."""
+        key = tuple(phrases)
+        with self._lock:
+            grammar = self._grammars.get(key)
+            if grammar is not None:
+                self._grammars.move_to_end(key)
+                return grammar
+        grammar = Grammar(phrases, self.vocab)
+        with self._lock:
+            self._grammars[key] = grammar
+            while len(self._grammars) > GRAMMAR_CACHE:
+                self._grammars.popitem(last=False)
+        return grammar
+
+    def _decode_utterance(
+        self, stream_id: str, utterance: Utterance, decoding: DecodingOptions, words: bool = True
+    ) -> Final:
+        """An utterance's Final: greedy text, else the grammar, or the beam search (with hotwords)."""
+        text, found, start, end = utterance.text, utterance.words, utterance.start, utterance.end
+        alternatives: tuple[Alternative, ...] = ()
+        lp = utterance.log_probs
+        frame_s = self.geometry.stride / MODEL_SAMPLE_RATE
+        if lp is not None and len(lp):
+            if decoding.grammar is not None:
+                result = decoding.grammar.decode(lp, decoding.max_alternatives)
+
+                def align(phrase: str, confidence: float) -> tuple[Word, ...]:
+                    return align_words(phrase, lp, self.vocab, frame_s, utterance.log_probs_start, confidence)
+
+                text, found = result.text, align(result.text, result.confidence)
+                start, end = found[0].start, found[-1].end
+                alternatives = tuple(
+                    Alternative(a.text, a.confidence, align(a.text, a.confidence))
+                    for a in result.alternatives
+                )
+            elif self.beam is not None or decoding.hotwords:
+                text, found = self._beam_decode(utterance, decoding.hotwords)
+        if decoding.max_alternatives and not alternatives:
+            confidence = float(np.mean([w.confidence for w in found])) if found else 1.0
+            alternatives = (Alternative(text, round(confidence, 6), found),)
+        if not words:
+            found = ()
+            alternatives = tuple(Alternative(a.text, a.confidence) for a in alternatives)
+        return Final(stream_id, text, found, start, end, alternatives=alternatives)
 
     # -- synchronous conveniences (files, tests) ---------------------------------------------------
 
@@ -558,6 +726,7 @@ class RecognitionEngine:
         sample_rate: int = MODEL_SAMPLE_RATE,
         timeout: float = 600.0,
         on_event: Callable[[Event], None] | None = None,
+        decoding: DecodingOptions | None = None,
     ) -> list[Final]:
         """Stream ``samples`` through a new stream in chunks and return its Finals.
 
@@ -572,7 +741,7 @@ class RecognitionEngine:
             if on_event is not None:
                 on_event(event)
 
-        stream = self.open_stream(collect, sample_rate=sample_rate)
+        stream = self.open_stream(collect, sample_rate=sample_rate, decoding=decoding)
         samples = np.asarray(samples)
         sizes = itertools.cycle(
             [len(samples) or 1]
@@ -628,7 +797,12 @@ class RecognitionEngine:
             [self.log_probs(samples[a:b])[keep_from:keep_to] for a, b, keep_from, keep_to in windows]
         )
 
-    def transcribe(self, samples: np.ndarray, sample_rate: int = MODEL_SAMPLE_RATE) -> Final:
+    def transcribe(
+        self,
+        samples: np.ndarray,
+        sample_rate: int = MODEL_SAMPLE_RATE,
+        decoding: DecodingOptions | None = None,
+    ) -> Final:
         """Offline reference: the recording in offline windows (one pass up to 15 s), no endpointing,
         decoded as the finals are (greedy, or the beam search when it is on).
 
@@ -637,21 +811,20 @@ class RecognitionEngine:
         """
         decoder = PcmDecoder(sample_rate, "f32le")
         audio = np.concatenate([decoder.push(np.asarray(samples)), decoder.flush()])
-        return self.decode_log_probs(self.offline_log_probs(audio))
+        return self.decode_log_probs(self.offline_log_probs(audio), decoding=decoding)
 
-    def decode_log_probs(self, log_probs: np.ndarray, stream_id: str = "offline") -> Final:
+    def decode_log_probs(
+        self, log_probs: np.ndarray, stream_id: str = "offline", decoding: DecodingOptions | None = None
+    ) -> Final:
         frame_s = self.geometry.stride / MODEL_SAMPLE_RATE
         merger = CtcMerger(
             self.vocab,
             frame_seconds=frame_s,
             endpointer=Endpointer(math.inf, math.inf, frame_s),
-            keep_log_probs=self.beam is not None,
+            keep_log_probs=self.beam is not None or (decoding is not None and decoding.keeps_frames),
         )
         merger.push(log_probs, 0, len(log_probs))
         utterance = merger.finish()
         if utterance is None:
             return Final(stream_id, "", (), 0.0, 0.0)
-        text, words = utterance.text, utterance.words
-        if self.beam is not None and utterance.log_probs is not None and len(utterance.log_probs):
-            text, words = self._beam_decode(utterance)
-        return Final(stream_id, text, words, utterance.start, utterance.end)
+        return self._decode_utterance(stream_id, utterance, decoding or DecodingOptions())

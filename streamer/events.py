@@ -36,6 +36,15 @@ class Partial:
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """One of the n best readings of an utterance (``max_alternatives``), best first."""
+
+    text: str
+    confidence: float  # posterior among the alternatives (and the out-of-grammar reading)
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
 class Final:
     """A finished utterance; never revised."""
 
@@ -45,6 +54,7 @@ class Final:
     start: float
     end: float
     type: str = field(default="final", init=False)
+    alternatives: tuple[Alternative, ...] = ()  # only when the stream asked for them
 
 
 @dataclass(frozen=True)

@@ -138,12 +138,21 @@ class BeamDecoder:
                 beta=beta,
             )
 
-    def decode(self, log_probs: np.ndarray, time_offset: float = 0.0) -> Decoded:
+    def decode(
+        self,
+        log_probs: np.ndarray,
+        time_offset: float = 0.0,
+        hotwords: list[str] | None = None,
+        hotword_weight: float = 10.0,
+    ) -> Decoded:
+        """``hotwords``: phrases (in the labels' case) whose prefixes and completions get ``hotword_weight``
+        added per word by pyctcdecode's hotword scorer (one weight for all)."""
         lp = np.array(log_probs, dtype=np.float32)  # a copy: the caller's array stays as it was
         if self.silent_ids:
             lp[:, self.blank_id] = np.logaddexp.reduce(lp[:, [self.blank_id, *self.silent_ids]], axis=1)
             lp[:, self.silent_ids] = -1e4
-        text, _, word_frames, _, _ = self.decoder.decode_beams(lp, beam_width=self.beam_width)[0]
+        extra = {"hotwords": list(hotwords), "hotword_weight": hotword_weight} if hotwords else {}
+        text, _, word_frames, _, _ = self.decoder.decode_beams(lp, beam_width=self.beam_width, **extra)[0]
         words = [
             WordTime(w, time_offset + a * self.frame_s, time_offset + b * self.frame_s, (a, b))
             for w, (a, b) in word_frames

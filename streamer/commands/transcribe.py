@@ -23,6 +23,8 @@ from model.processor import Wav2Vec2Processor
 from model.tokenizer import Wav2Vec2CTCTokenizer
 from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, WORD_SCORE, BeamDecoder
 from streamer.beam import word_confidence
+from streamer.ctc_merge import Vocabulary
+from streamer.grammar import Grammar, GrammarError, Hotword, align_words, parse_hotword_arg, read_grammar_file
 from streamer.offline import WHOLE_FILE_LIMIT_S, WINDOW_CONTEXT_S, WINDOW_S, offline_windows
 from streamer.windowing import FrameGeometry
 
@@ -118,6 +120,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="word n-gram LM (ARPA or KenLM binary) for --decoder beam; 'none' for none (default: the LM "
         "beside the model, else the one `conformer-streamer build-lm` wrote)",
     )
+    parser.add_argument(
+        "--grammar",
+        metavar="FILE",
+        help="only these phrases (one per line, '#' comments): each file is the most likely of them, "
+        "or [unk] when it is none of them",
+    )
+    parser.add_argument(
+        "--hotword",
+        action="append",
+        default=[],
+        metavar="PHRASE[:BOOST]",
+        help="favour PHRASE in the beam search (repeatable; BOOST default 10)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,6 +156,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     decoder = "greedy" if search is None else "beam"
+    try:
+        grammar = compile_grammar(read_grammar_file(args.grammar), recognizer) if args.grammar else None
+        hotwords = [parse_hotword_arg(h) for h in args.hotword]
+        if hotwords and search is None:
+            search = make_beam_search(recognizer.processor.tokenizer, args.beam_width, None)
+    except (OSError, GrammarError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     punctuator = None
     if args.format == "readable":
         from streamer.readable import load_punctuator
@@ -158,7 +181,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             failures += 1
             continue
-        result = transcribe_audio(audio, recognizer, decoder=decoder, search=search)
+        result = transcribe_audio(
+            audio, recognizer, decoder=decoder, search=search, grammar=grammar, hotwords=hotwords
+        )
         if punctuator is not None:
             result = readable(result, punctuator)
         if args.json:
@@ -245,6 +270,8 @@ def transcribe_audio(
     decoder: str = "auto",
     beam_width: int = BEAM_WIDTH,
     search: BeamDecoder | None = None,
+    grammar: Grammar | list[str] | None = None,
+    hotwords: list[Hotword] | list[str] | None = None,
 ) -> Transcription:
     """Transcribe one 1-D waveform at the processor's sampling rate.
 
@@ -252,6 +279,10 @@ def transcribe_audio(
     extra is installed, else greedy), ``"greedy"`` or ``"beam"`` (LM found as the daemon finds it,
     `streamer.beam.resolve_decoder`); the search is built once per recognizer. ``search`` (from
     :func:`make_beam_search`) replaces it, e.g. for another LM.
+
+    ``grammar`` (phrases, or a compiled :class:`streamer.grammar.Grammar`): the text is the most likely
+    phrase, or ``[unk]``. ``hotwords`` (``Hotword`` or ``"PHRASE[:BOOST]"``) are favoured by the beam
+    search (a plain one without LM when decoding would be greedy).
     """
     from streamer.beam import DECODER_METHODS
 
@@ -261,11 +292,18 @@ def transcribe_audio(
     if len(log_probs) == 0:
         return Transcription(text="")
     tokenizer = recognizer.processor.tokenizer
+    if grammar is not None:
+        if not isinstance(grammar, Grammar):
+            grammar = compile_grammar(grammar, recognizer)
+        return grammar_decode(log_probs, grammar, recognizer.frame_seconds)
+    boosted = [h if isinstance(h, Hotword) else parse_hotword_arg(h) for h in hotwords or ()]
     if decoder != "greedy" and search is None:
         search = _default_search(recognizer, decoder, beam_width)
-    if decoder == "greedy" or search is None:
+    if boosted and search is None:
+        search = make_beam_search(tokenizer, beam_width, None)
+    if (decoder == "greedy" and not boosted) or search is None:
         return greedy_decode(log_probs, tokenizer, recognizer.frame_seconds)
-    return beam_decode(log_probs, tokenizer, recognizer.frame_seconds, search)
+    return beam_decode(log_probs, tokenizer, recognizer.frame_seconds, search, boosted)
 
 
 def _default_search(recognizer: Recognizer, decoder: str, beam_width: int) -> BeamDecoder | None:
@@ -368,11 +406,36 @@ def make_beam_search(
         ) from None
 
 
+def compile_grammar(phrases: list[str], recognizer: Recognizer) -> Grammar:
+    """The phrase list as a prefix tree over this model's vocabulary (GrammarError for bad phrases)."""
+    return Grammar(phrases, Vocabulary.from_tokenizer(recognizer.processor.tokenizer))
+
+
+def grammar_decode(log_probs: torch.Tensor, grammar: Grammar, frame_seconds: float) -> Transcription:
+    """The most likely phrase of the grammar (or ``[unk]``); every word carries its posterior."""
+    lp = log_probs.numpy()
+    result = grammar.decode(lp)
+    words = align_words(result.text, lp, grammar.vocab, frame_seconds, 0.0, round(result.confidence, 4))
+    return Transcription(text=result.text, words=[Word(w.word, w.start, w.end, w.confidence) for w in words])
+
+
 def beam_decode(
-    log_probs: torch.Tensor, tokenizer: Wav2Vec2CTCTokenizer, frame_seconds: float, search: BeamDecoder
+    log_probs: torch.Tensor,
+    tokenizer: Wav2Vec2CTCTokenizer,
+    frame_seconds: float,
+    search: BeamDecoder,
+    hotwords: list[Hotword] | None = None,
 ) -> Transcription:
-    """Beam search over the whole file's frames; word times and confidences from the frames it chose."""
-    decoded = search.decode(log_probs.numpy())
+    """Beam search over the whole file's frames; word times and confidences from the frames it chose.
+    ``hotwords``: favoured phrases (pyctcdecode takes one weight for all: the largest boost)."""
+    extra: dict[str, Any] = {}
+    if hotwords:
+        vocab = Vocabulary.from_tokenizer(tokenizer)
+        from streamer.grammar import check_hotwords
+
+        checked = check_hotwords(list(hotwords), vocab)
+        extra = {"hotwords": [h.phrase for h in checked], "hotword_weight": max(h.boost for h in checked)}
+    decoded = search.decode(log_probs.numpy(), **extra)
     frame_confidence = log_probs.max(dim=-1).values.exp().numpy()
     words = [_timed_word(w.word, *w.frames, frame_confidence, frame_seconds) for w in decoded.words]
     text = decoded.text.lower() if tokenizer.do_lower_case else decoded.text

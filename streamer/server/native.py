@@ -9,6 +9,7 @@ import time
 from websockets.exceptions import ConnectionClosed
 
 from streamer.events import EndOfStream, Final, StreamError, to_dict
+from streamer.grammar import DecodingOptions
 from streamer.readable import format_final
 
 from .protocol import (
@@ -67,7 +68,8 @@ class NativeSession(Session):
                 raise ProtocolError("not_started", f"{command.type!r} before the start message")
             break
         assert command.start is not None
-        self.bridge = self.open_bridge(command.start)
+        decoding = await self.decoding_options(command.start.decoding)
+        self.bridge = self.open_bridge(command.start, decoding)
         # readable finals when asked for and the server has the model; "ready" says which it is
         self.punctuator = self.app.punctuator if command.start.format == "readable" else None
         await self.send_json(
@@ -100,6 +102,10 @@ class NativeSession(Session):
                     raise ProtocolError("bad_message", "start sent twice")
                 if command.type == "reset":
                     self.bridge.stream.reset()
+                elif command.type == "configure":
+                    self.bridge.stream.configure(
+                        await self.decoding_options(command.decoding) or DecodingOptions()
+                    )
                 else:
                     self._end()
 

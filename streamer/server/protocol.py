@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from streamer.grammar import GrammarError, Hotword, check_hotwords, check_max_alternatives, check_phrases
 from streamer.readable import FORMATS
 
 PROTOCOL_VERSION = 1
@@ -79,12 +80,22 @@ class ProtocolError(Exception):
 
 
 @dataclass(frozen=True)
+class DecodingRequest:
+    """A client's decoding options, checked for shape only (the engine checks them against its model)."""
+
+    grammar: tuple[str, ...] | None = None  # phrases: a hard constraint
+    hotwords: tuple[Hotword, ...] = ()
+    max_alternatives: int = 0
+
+
+@dataclass(frozen=True)
 class StartConfig:
     sample_rate: int = 16000
     encoding: str = "pcm_s16le"
     partials: bool = True
     words: bool = True
     format: str = "raw"  # finals: "raw" (as recognized) | "readable" (punctuated, true-cased)
+    decoding: DecodingRequest | None = None
 
     @property
     def sample_width(self) -> int:
@@ -95,8 +106,9 @@ class StartConfig:
 class Command:
     """A parsed native text message."""
 
-    type: str  # "start" | "reset" | "end"
+    type: str  # "start" | "reset" | "end" | "configure"
     start: StartConfig | None = None
+    decoding: DecodingRequest | None = None  # "configure"
 
 
 def _strict_json(text: str | bytes) -> Any:
@@ -139,7 +151,24 @@ def parse_start(obj: dict[str, Any]) -> StartConfig:
     text_format = obj.get("format", "raw")
     if text_format not in FORMATS:
         raise ProtocolError("bad_message", f"format must be one of {', '.join(FORMATS)}, got {text_format!r}")
-    return StartConfig(sample_rate=rate, encoding=encoding, format=text_format, **flags)
+    decoding = parse_decoding(obj) if DECODING_KEYS & obj.keys() else None
+    return StartConfig(sample_rate=rate, encoding=encoding, format=text_format, decoding=decoding, **flags)
+
+
+DECODING_KEYS = {"grammar", "hotwords", "max_alternatives"}
+
+
+def parse_decoding(obj: dict[str, Any]) -> DecodingRequest:
+    """``grammar`` (list of phrases or null), ``hotwords`` (list of ``{"phrase", "boost"}``) and
+    ``max_alternatives`` of a start or configure message; absent means none."""
+    try:
+        grammar = obj.get("grammar")
+        phrases = tuple(check_phrases(grammar)) if grammar is not None else None
+        hotwords = check_hotwords(obj["hotwords"]) if obj.get("hotwords") is not None else ()
+        alternatives = check_max_alternatives(obj.get("max_alternatives", 0))
+    except GrammarError as exc:
+        raise ProtocolError("bad_message", str(exc)) from None
+    return DecodingRequest(phrases, hotwords, alternatives)
 
 
 def parse_text(text: str, max_bytes: int = 65536) -> Command:
@@ -157,6 +186,11 @@ def parse_text(text: str, max_bytes: int = 65536) -> Command:
         return Command("start", parse_start(obj))
     if kind in ("reset", "end"):
         return Command(kind)
+    if kind == "configure":
+        unknown = set(obj) - DECODING_KEYS - {"type"}
+        if unknown:
+            raise ProtocolError("bad_message", f"configure: unknown fields {sorted(unknown)[:5]}")
+        return Command(kind, decoding=parse_decoding(obj))
     if not isinstance(kind, str):
         raise ProtocolError("bad_message", "message has no string 'type'")
     raise ProtocolError("bad_message", f"unknown message type {kind[:40]!r}")
@@ -189,6 +223,12 @@ def event_message(event_dict: dict[str, Any]) -> dict[str, Any]:
         out["text"] = " ".join(t for t in (out.get("committed", ""), out.get("tentative", "")) if t)
     elif kind == "final":
         out["words"] = [dict(w) for w in out.get("words", ())]
+        if out.get("alternatives"):
+            out["alternatives"] = [
+                {**a, "words": [dict(w) for w in a.get("words", ())]} for a in out["alternatives"]
+            ]
+        else:
+            out.pop("alternatives", None)  # only streams that asked for alternatives get the field
     return out
 
 
@@ -204,6 +244,10 @@ class VoskMessage:
     type: str  # "config" | "eof" | "reset"
     sample_rate: int | None = None
     words: bool | None = None
+    phrase_list: tuple[str, ...] | None = (
+        None  # given: () = none (open vocabulary), as vosk's `if phrase_list`
+    )
+    max_alternatives: int | None = None
 
 
 def parse_vosk_text(text: str, max_bytes: int = 65536) -> VoskMessage:
@@ -233,7 +277,19 @@ def parse_vosk_text(text: str, max_bytes: int = 65536) -> VoskMessage:
         if not isinstance(config["words"], bool | int):
             raise ProtocolError("bad_message", "config.words must be a boolean")
         words = bool(config["words"])
-    return VoskMessage("config", sample_rate=rate, words=words)
+    phrases = None
+    try:
+        if "phrase_list" in config:
+            given = config["phrase_list"]
+            phrases = tuple(check_phrases(given, "phrase_list")) if given is not None else ()
+        alternatives = (
+            check_max_alternatives(config["max_alternatives"]) if "max_alternatives" in config else None
+        )
+    except GrammarError as exc:
+        raise ProtocolError("bad_message", f"config: {exc}") from None
+    return VoskMessage(
+        "config", sample_rate=rate, words=words, phrase_list=phrases, max_alternatives=alternatives
+    )
 
 
 def _vosk_escape(text: str) -> str:
@@ -265,24 +321,48 @@ def vosk_dump(value: Any, depth: int = 1) -> str:
 
 
 def vosk_partial(text: str) -> str:
-    return vosk_dump({"partial": text})
+    """Text on the vosk port is lower case, as vosk's English models write it."""
+    return vosk_dump({"partial": text.lower()})
 
 
-def vosk_result(finals: list[dict[str, Any]], words: bool = True) -> str:
-    """One vosk result for one or more finals (merged in order); ``{"text" : ""}`` when empty."""
+def _vosk_word(w: dict[str, Any], conf: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {"end": float(w["end"]), "start": float(w["start"]), "word": str(w["word"]).lower()}
+    if conf:
+        out["conf"] = float(w.get("confidence", 1.0))
+    return out
+
+
+def vosk_result(finals: list[dict[str, Any]], words: bool = True, max_alternatives: int = 0) -> str:
+    """One vosk result for one or more finals (merged in order); ``{"text" : ""}`` when empty.
+
+    With ``max_alternatives``, vosk's n-best shape instead: ``{"alternatives" : [{"confidence" : ...,
+    "result" : [...], "text" : ...}, ...]}`` (the words of an alternative carry no ``conf``, as in vosk);
+    earlier finals merged into the same reply lead every alternative with their best text.
+    """
+    if max_alternatives > 0:
+        return _vosk_alternatives(finals, words, max_alternatives)
     obj: dict[str, Any] = {}
-    word_list = []
-    for final in finals:
-        for w in final.get("words", ()):
-            word_list.append(
-                {
-                    "conf": float(w.get("confidence", 1.0)),
-                    "end": float(w["end"]),
-                    "start": float(w["start"]),
-                    "word": str(w["word"]),
-                }
-            )
+    word_list = [_vosk_word(w) for final in finals for w in final.get("words", ())]
     if words and word_list:
         obj["result"] = word_list
-    obj["text"] = " ".join(f.get("text", "") for f in finals if f.get("text"))
+    obj["text"] = " ".join(f.get("text", "") for f in finals if f.get("text")).lower()
     return vosk_dump(obj)
+
+
+def _vosk_alternatives(finals: list[dict[str, Any]], words: bool, limit: int) -> str:
+    lead = [f for f in finals[:-1] if f.get("text")]
+    lead_text = [str(f["text"]) for f in lead]
+    lead_words = [_vosk_word(w, conf=False) for f in lead for w in f.get("words", ())]
+    last = finals[-1] if finals else {}
+    options = list(last.get("alternatives", ()))[:limit] or [
+        {"text": last.get("text", ""), "confidence": 1.0, "words": last.get("words", ())}
+    ]
+    entries = []
+    for alt in options:
+        entry: dict[str, Any] = {"confidence": float(alt.get("confidence", 1.0))}
+        alt_words = lead_words + [_vosk_word(w, conf=False) for w in alt.get("words", ())]
+        if words and alt_words:
+            entry["result"] = alt_words
+        entry["text"] = " ".join(t for t in [*lead_text, str(alt.get("text", ""))] if t).lower()
+        entries.append(entry)
+    return vosk_dump({"alternatives": entries})

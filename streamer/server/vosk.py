@@ -3,6 +3,11 @@
 Exactly one reply per audio frame, in lockstep: ``{"partial" : ...}`` or, when an utterance ended
 since the previous reply, ``{"result" : [...], "text" : ...}``. ``{"eof" : 1}`` → the final result,
 then close 1000; ``{"reset" : 1}`` → the final result of the open utterance, stream continues.
+
+The config keys of vosk-server's asr_server.py: ``sample_rate``, ``words``, ``phrase_list`` (a grammar:
+every utterance is one of the phrases, or ``[unk]``) and ``max_alternatives`` (n-best replies). A config
+sent after the audio started applies from the next utterance (vosk-server would ignore it); text is
+lower case, as vosk's English models write it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 
 from streamer.events import EndOfStream, Final, Partial, StreamError, to_dict
+from streamer.grammar import DecodingOptions, GrammarError
 
 from .protocol import (
     CloseCode,
@@ -42,6 +48,9 @@ class VoskSession(Session):
         super().__init__(app, ws)
         self.sample_rate = 16000
         self.words = True
+        self.phrase_list: tuple[str, ...] = ()
+        self.max_alternatives = 0
+        self.decoding: DecodingOptions | None = None
         self.finals: list[dict[str, Any]] = []  # finals not yet replied
         self.partial_text = ""
         self.open_utterance = False  # a partial with text arrived since the last final
@@ -79,6 +88,7 @@ class VoskSession(Session):
                         self.sample_rate = command.sample_rate
                     if command.words is not None:
                         self.words = command.words
+                    await self._configure(command.phrase_list, command.max_alternatives)
                     continue
                 if command.type == "eof":
                     await self._eof()
@@ -87,10 +97,35 @@ class VoskSession(Session):
                 continue
             await self._frame(message)
 
+    async def _configure(self, phrase_list: tuple[str, ...] | None, max_alternatives: int | None) -> None:
+        """New decoding options; an open stream takes them from its next utterance."""
+        if phrase_list is None and max_alternatives is None:
+            return
+        if phrase_list is not None:
+            self.phrase_list = phrase_list
+        if max_alternatives is not None:
+            self.max_alternatives = max_alternatives
+        try:
+            self.decoding = await asyncio.to_thread(  # compiling 10 000 phrases takes ~0.4 s
+                self.app.engine.decoding_options,
+                grammar=list(self.phrase_list) or None,
+                max_alternatives=self.max_alternatives,
+            )
+        except GrammarError as exc:
+            raise ProtocolError("bad_message", f"config: {exc}") from None
+        if self.bridge is not None:
+            self.bridge.stream.configure(self.decoding)
+
     def _open(self) -> EngineBridge:
         if self.bridge is None:
-            return self.open_bridge(StartConfig(sample_rate=self.sample_rate, words=self.words))
+            return self.open_bridge(
+                StartConfig(sample_rate=self.sample_rate),
+                decoding=self.decoding,  # words: filtered per reply
+            )
         return self.bridge
+
+    def _result(self, finals: list[dict[str, Any]]) -> str:
+        return vosk_result(finals, self.words, self.max_alternatives)
 
     def _drain(self) -> bool:
         """Take the queued events; return True once EndOfStream was seen."""
@@ -139,7 +174,7 @@ class VoskSession(Session):
 
     def _reply(self) -> str:
         if self.finals:
-            text = vosk_result(self.finals, self.words)
+            text = self._result(self.finals)
             self.finals = []
             return text
         return vosk_partial(self.partial_text)
@@ -171,7 +206,7 @@ class VoskSession(Session):
 
     async def _reset(self) -> None:
         if self.bridge is None:
-            await self.ws.send(vosk_result([], self.words))
+            await self.ws.send(self._result([]))
             return
         self.bridge.stream.reset()  # the open utterance (if any) ends now: its final follows
         await self._wait(
@@ -180,7 +215,7 @@ class VoskSession(Session):
         self._drain()
         finals, self.finals = self.finals, []
         self.partial_text = ""
-        await self.ws.send(vosk_result(finals, self.words))
+        await self.ws.send(self._result(finals))
 
     async def _eof(self) -> None:
         if self.bridge is not None:
@@ -197,7 +232,7 @@ class VoskSession(Session):
             finals, self.finals = self.finals, []
         else:
             finals = []
-        await self.ws.send(vosk_result(finals, self.words))
+        await self.ws.send(self._result(finals))
         await self.close(CloseCode.NORMAL, "")
 
     async def shutdown(self) -> None:
@@ -217,7 +252,7 @@ class VoskSession(Session):
             try:
                 await self._wait(finished, self.bridge.end_timeout())
                 if self.finals:
-                    await self.ws.send(vosk_result(self.finals, self.words))
+                    await self.ws.send(self._result(self.finals))
                     self.finals = []
             except Exception:
                 pass
