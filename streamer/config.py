@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, WORD_SCORE
+from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, MIN_WORD_CONFIDENCE, UNKNOWN_WORD_SCORE, WORD_SCORE
 
 
 @dataclass
@@ -77,6 +77,8 @@ class DecoderSettings:
     lm_path: str = ""
     lm_weight: float = LM_WEIGHT  # the LM's alpha; defaults chosen on the development set
     word_score: float = WORD_SCORE
+    unknown_word_score: float = UNKNOWN_WORD_SCORE  # added to the LM score of a word the LM does not know
+    min_word_confidence: float = MIN_WORD_CONFIDENCE  # beam words whose letters are less sure are dropped
 
 
 @dataclass
