@@ -205,3 +205,37 @@ def test_silero_falls_back_to_the_energy_gate_with_a_warning(monkeypatch, caplog
     assert vad.make_gate("energy", GateSettings()) is None
     with pytest.raises(ValueError):
         vad.resolve_vad("loud")
+
+
+def test_beam_frames_stay_aligned_across_gated_windows() -> None:
+    """An utterance after gated (blank) windows keeps exactly its own frames for the beam re-decode, and a
+    gap inside an open utterance adds certain blanks, so finals are decoded from the right frames."""
+    from streamer.ctc_merge import CtcMerger, Vocabulary
+    from streamer.endpointing import Endpointer
+
+    tokens = ["<pad>", "<s>", "</s>", "<unk>", "|", "a", "b", "c"]
+    vocab = Vocabulary(tokens, blank_id=0, delimiter_id=4, silent_ids={1, 2, 3})
+
+    def frames(ids: list[int]) -> np.ndarray:
+        lp = np.full((len(ids), len(tokens)), -10.0, dtype=np.float32)
+        lp[np.arange(len(ids)), ids] = -0.01
+        return lp
+
+    merger = CtcMerger(
+        vocab, frame_seconds=0.02, endpointer=Endpointer(0.1, math.inf, 0.02), keep_log_probs=True
+    )
+    first = frames([5, 0, 6] + [0] * 10)  # "ab", then 5 blanks close it inside this window
+    (utterance,) = merger.push(first, 0, 13)
+    assert utterance.text == "ab" and len(utterance.log_probs) == 8
+    assert merger.push(None, 13, 10) == []  # gated
+    second = frames([0, 7, 0, 7])  # "cc" from frame 24
+    assert merger.push(second, 23, 4) == []
+    assert merger.push(None, 27, 2) == []  # a short gap inside the open utterance
+    third = frames([5, 0])
+    merger.push(third, 29, 2)
+    last = merger.finish()
+    assert last is not None and last.text == "cca" and last.first_frame == 24
+    expected = np.concatenate(
+        [second[1:], frames([0, 0]) * 0 + np.where(np.arange(8) == 0, 0.0, -1e4), third]
+    )
+    np.testing.assert_array_equal(last.log_probs, expected.astype(np.float32))
