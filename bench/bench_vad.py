@@ -1,7 +1,7 @@
 """Speech gate benchmark: Silero VAD vs the energy gate vs no gate, in one run, with the shipped model.
 
     .venv/bin/python bench/bench_vad.py                       # all three parts (a few minutes on 2 cores)
-    .venv/bin/python bench/bench_vad.py --noise-minutes 2     # shorter noise part
+    .venv/bin/python bench/bench_vad.py --noise-minutes 2 --compare-minutes 0.5   # shorter noise part
 
 Figures:
 1. compute on a stream that is half non-speech: TTS sentences (flite voices), each followed by as long a
@@ -12,7 +12,8 @@ Figures:
    Final that closes it, fed in 20 ms packets on the synchronous path (the latency the windowing and
    endpointing rules imply; the model's compute time, in part 1, comes on top);
 3. 10 min (``--noise-minutes``) of mixed non-speech (silence floors, white/pink/brown noise, hum, tones,
-   sweeps, clicks, DTMF), streamed: partials and finals with text (there should be none) and compute.
+   sweeps, clicks, DTMF), streamed: partials and finals with text (there should be none) and compute; its
+   first minute (``--compare-minutes``) also through the energy gate and no gate, where the model runs.
 """
 
 from __future__ import annotations
@@ -215,7 +216,13 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sentences", type=int, default=12, help="sentences in the half-silence stream")
-    p.add_argument("--noise-minutes", type=float, default=10.0)
+    p.add_argument("--noise-minutes", type=float, default=10.0, help="non-speech streamed through silero")
+    p.add_argument(
+        "--compare-minutes",
+        type=float,
+        default=1.0,
+        help="the first minutes of it also through the energy gate and no gate (the model runs on them)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = p.parse_args()
 
@@ -244,19 +251,19 @@ def main() -> None:
                 f"{len(r.finals):>6} {pct(lat, 50):>8.2f}/{pct(lat, 95):.2f}/{max(lat, default=float('nan')):.2f}"
                 f" ({len(lat)}/{len(ends)})"
             )
-    seconds = args.noise_minutes * 60
-    noise = mixed_noise(seconds)
-    print(f"\n3. {seconds / 60:g} min of mixed non-speech, 100 ms packets, sync path")
+    noise = mixed_noise(args.noise_minutes * 60)
+    print("\n3. mixed non-speech, 100 ms packets, sync path")
     print(
-        f"{'gate':<7} {'partials with text':>18} {'finals with text':>16} {'words':>6} {'windows':>7} "
-        f"{'model s':>8} {'vad cpu s':>9} {'cpu/audio s':>11}"
+        f"{'gate':<7} {'minutes':>7} {'partials with text':>18} {'finals with text':>16} {'words':>6} "
+        f"{'windows':>7} {'model s':>8} {'vad cpu s':>9} {'cpu/audio s':>11}"
     )
     for g in GATES:
-        r = stream(engines[g], noise, packet=1600)
+        audio = noise if g == "silero" else noise[: int(args.compare_minutes * 60 * RATE)]
+        r = stream(engines[g], audio, packet=1600)
         words = sum(len(f.text.split()) for _, f in r.finals)
         print(
-            f"{g:<7} {r.partials_with_text:>18} {len(r.finals):>16} {words:>6} {r.windows:>7} {r.model_s:>8.2f} "
-            f"{r.vad_cpu_s:>9.2f} {r.cpu_s / r.audio_s:>11.4f}"
+            f"{g:<7} {r.audio_s / 60:>7.1f} {r.partials_with_text:>18} {len(r.finals):>16} {words:>6} "
+            f"{r.windows:>7} {r.model_s:>8.2f} {r.vad_cpu_s:>9.2f} {r.cpu_s / r.audio_s:>11.4f}"
         )
     print("\ncpu/audio s = whole-process CPU seconds per second of audio: the fraction of one core it takes")
 
