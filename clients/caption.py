@@ -457,7 +457,11 @@ async def amain(args: argparse.Namespace) -> int:
         if args.standalone:
             from streamer import config
 
-            settings = config.from_args(args)
+            try:
+                settings = config.from_args(args)
+            except (ValueError, OSError) as error:
+                renderer.message(f"caption: {error}")
+                return 2
             return await caption_standalone(source, renderer, settings, stop)
         url = stream_url(args.server)
         if args.file is None:

@@ -1,12 +1,14 @@
 """Stream an audio file to a conformer-streamer daemon and print what it recognizes.
 
-    python -m clients.stream_file talk.flac                        # finals as text lines, fast
-    python -m clients.stream_file talk.wav --realtime --partials   # paced like a live source
-    python -m clients.stream_file talk.ogg --format srt -o talk.srt
-    python -m clients.stream_file talk.wav --format json           # one JSON event per line
+    conformer-stream-file talk.flac                        # finals as text lines, fast
+    conformer-stream-file talk.wav --realtime --partials   # paced like a live source
+    conformer-stream-file talk.ogg --format srt -o talk.srt
+    conformer-stream-file talk.wav --format json           # one JSON event per line
 
-Any format libsndfile reads (wav, flac, ogg, ...) at any rate; it is converted to 16 kHz mono and sent
-as ``pcm_s16le`` in 100 ms frames. Without ``--realtime`` the file goes as fast as the server keeps up:
+(``python -m clients.stream_file`` runs the same without the installed script.)
+
+Any format libsndfile reads (wav, flac, ogg, ...; m4a, MP4, WebM through ffmpeg when it is installed) at
+any rate; it is converted to 16 kHz mono and sent as ``pcm_s16le`` in 100 ms frames. Without ``--realtime`` the file goes as fast as the server keeps up:
 the client stays at most ``--max-lead`` seconds of audio ahead of what the server has reported, so a long
 file never overflows the server's per-stream queue (which would drop audio).
 
@@ -98,6 +100,17 @@ def stream_url(server: str, path: str = "/v1/stream", token: str | None = None) 
     return urllib.parse.urlunsplit((scheme, parts.netloc, url_path, query, ""))
 
 
+def close_description(ws: Any) -> str | None:
+    """``"code 1001 (server shutting down)"`` for a closed websocket; None while it is still open."""
+    code = ws.close_code  # websockets' public API: None while open, 1006 when no close frame came
+    if code is None:
+        return None
+    if code == 1006:
+        return "no close frame (connection lost)"
+    reason = ws.close_reason
+    return f"code {code}" + (f" ({reason})" if reason else "")
+
+
 @dataclass
 class Session:
     """One ``/v1/stream`` (or ``/v1/listen``) conversation: start, audio, end; events to ``on_event``.
@@ -128,6 +141,7 @@ class Session:
         self._progressed = asyncio.Event()
         self._ready = asyncio.Event()
         self.close_reason: str | None = None
+        self.foreign = False  # the server answered in another protocol (vosk-server's, say)
 
     async def __aenter__(self) -> Session:
         await self.open()
@@ -180,12 +194,25 @@ class Session:
             self._raise_failure(f"no 'ready' from the server within {self.open_timeout:.0f} s")
 
     def _raise_failure(self, default: str) -> None:
+        hint = (
+            f"; {self.url} does not speak the conformer-streamer protocol (a vosk-server port?)"
+            if self.foreign
+            else ""
+        )
         if self.errors:
             error = self.errors[-1]
-            raise ServerError(f"server error {error.get('code')}: {error.get('message')}", error.get("code"))
+            raise ServerError(
+                f"server error {error.get('code')}: {error.get('message')}{hint}",
+                error.get("code") or "error",
+            )
         if self.close_reason:
-            raise ServerError(f"connection closed: {self.close_reason}")
-        raise ServerError(default)
+            raise ServerError(f"connection closed: {self.close_reason}{hint}")
+        raise ServerError(default + hint)
+
+    async def _raise_after_close(self, default: str) -> None:
+        """Wait briefly for the server's close frame, so that the error carries its code and reason."""
+        await asyncio.wait({self._receiver}, timeout=2)  # type: ignore[arg-type]
+        self._raise_failure(default)
 
     async def _receive(self) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -202,6 +229,10 @@ class Session:
                 if not isinstance(event, dict):
                     continue
                 kind = event.get("type")
+                if kind is None and "error" in event:  # vosk-server's error shape: not our protocol
+                    self.foreign = True
+                    event = {"type": "error", "code": event.get("code"), "message": event["error"]}
+                    kind = "error"
                 if kind == "ready":
                     self.ready = event
                     self._ready.set()
@@ -224,11 +255,7 @@ class Session:
         except ConnectionClosed:
             pass
         finally:
-            rcvd = self._ws.close_rcvd
-            if rcvd is not None:
-                self.close_reason = f"code {rcvd.code}" + (f" ({rcvd.reason})" if rcvd.reason else "")
-            else:
-                self.close_reason = "no close frame (connection lost)"
+            self.close_reason = close_description(self._ws)
             self._progressed.set()
 
     @property
@@ -244,11 +271,12 @@ class Session:
         from websockets.exceptions import ConnectionClosed
 
         self.check()
+        if self._ended.is_set():  # the server ended the stream before we did: it is shutting down
+            await self._raise_after_close("the server ended the stream")
         try:
             await self._ws.send(data)
         except ConnectionClosed:
-            await asyncio.wait({self._receiver}, timeout=2)  # type: ignore[arg-type]
-            self._raise_failure("connection closed while sending audio")
+            await self._raise_after_close("connection closed while sending audio")
 
     async def wait_progress(self, at_least: float, stall_s: float = 1.0) -> None:
         """Wait until the server reports audio up to ``at_least`` s, or nothing new for ``stall_s``."""
@@ -267,6 +295,8 @@ class Session:
         from websockets.exceptions import ConnectionClosed
 
         self.check()
+        if self._ended.is_set():  # the server ended the stream before we did: it is shutting down
+            await self._raise_after_close("the server ended the stream")
         with contextlib.suppress(ConnectionClosed):
             await self._ws.send(json.dumps({"type": "end"}))
         await self.wait_end(timeout)
@@ -454,7 +484,7 @@ async def run_file(args: argparse.Namespace, samples: np.ndarray, writer: Writer
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m clients.stream_file",
+        prog="conformer-stream-file",
         description="Stream an audio file to a conformer-streamer server and print the transcript.",
     )
     parser.add_argument("file", type=Path, help="audio file (wav, flac, ogg, ... any sample rate)")

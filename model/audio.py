@@ -3,11 +3,17 @@
 Every model in this project consumes 16 kHz mono float32, so all audio entering the system goes through
 ``load_audio`` (files) or ``StreamResampler`` (live chunks). Resampling uses soxr's high-quality
 filter: cheaper converters alias enough to cost measurable accuracy on sibilants.
+
+Files libsndfile cannot read (m4a/AAC, MP4, WebM, MP3 before libsndfile 1.1) are decoded by ffmpeg when it
+is installed: it converts them to a float WAV at the file's own rate, so the resampling stays soxr's.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +28,13 @@ class AudioLoadError(ValueError):
     """An audio file exists but cannot be used: unreadable format, corrupt data or no samples."""
 
 
+FFMPEG_PACKAGE = "ffmpeg"  # the Debian package (and executable) that decodes what libsndfile cannot
+FFMPEG_TIMEOUT_S = 600
+
+
 def load_audio(path: str | os.PathLike[str], sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
-    """Read ``path`` (wav, flac, ogg, ... anything libsndfile reads) as mono float32 at ``sample_rate``.
+    """Read ``path`` (wav, flac, ogg, ... anything libsndfile reads; else through ffmpeg) as mono float32 at
+    ``sample_rate``.
 
     Channels are averaged rather than taking the first one, so a recording with the speaker on one side
     of a stereo pair is not lost.
@@ -34,11 +45,51 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = DEFAULT_SAMPLE_R
     try:
         samples, file_rate = soundfile.read(path, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
-        raise AudioLoadError(f"cannot read audio from {path}: {error}") from error
+        samples, file_rate = _ffmpeg_read(path, error)
     if samples.shape[0] == 0:
         raise AudioLoadError(f"audio file {path} contains no samples")
     mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
     return resample(mono, file_rate, sample_rate)
+
+
+def load_audio_bytes(data: bytes, sample_rate: int = DEFAULT_SAMPLE_RATE, name: str = "stdin") -> np.ndarray:
+    """`load_audio` of a whole file's bytes (standard input, say); ``name`` is what errors call it."""
+    if not data:
+        raise AudioLoadError(f"{name}: no audio data")
+    # A temporary file, not a pipe: MP4/m4a keep their index at the end, which a pipe cannot seek to.
+    with tempfile.TemporaryDirectory(prefix="audio-") as tmp:
+        path = Path(tmp) / "input"
+        path.write_bytes(data)
+        try:
+            return load_audio(path, sample_rate)
+        except AudioLoadError as error:
+            raise AudioLoadError(str(error).replace(str(path), name)) from None
+
+
+def _ffmpeg_read(path: Path, soundfile_error: Exception) -> tuple[np.ndarray, int]:
+    """(frames x channels float32, rate) of a file libsndfile refused, decoded by ffmpeg."""
+    ffmpeg = shutil.which(FFMPEG_PACKAGE)
+    if ffmpeg is None:
+        raise AudioLoadError(
+            f"cannot read audio from {path}: {soundfile_error}. Formats such as m4a/AAC, MP4 and WebM are "
+            f"decoded by ffmpeg: install the {FFMPEG_PACKAGE!r} package (apt-get install {FFMPEG_PACKAGE})"
+        )
+    with tempfile.TemporaryDirectory(prefix="audio-") as tmp:
+        wav = Path(tmp) / "decoded.wav"
+        command = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-vn", "-c:a", "pcm_f32le", str(wav)]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise AudioLoadError(
+                f"cannot read audio from {path}: ffmpeg took over {FFMPEG_TIMEOUT_S} s"
+            ) from None
+        if result.returncode != 0 or not wav.is_file():
+            why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+            raise AudioLoadError(
+                f"cannot read audio from {path}: not audio libsndfile or ffmpeg reads ({why})"
+            )
+        samples, rate = soundfile.read(wav, dtype="float32", always_2d=True)
+    return samples, rate
 
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

@@ -10,7 +10,7 @@ mode="${1:-run}"
 
 apt_packages=()
 case "$mode" in
-  test) apt_packages=(espeak-ng flite sox chromium nginx-light pulseaudio libportaudio2 openssl) ;;
+  test) apt_packages=(espeak-ng flite sox ffmpeg chromium nginx-light pulseaudio libportaudio2 openssl) ;;
   train) apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
                        sox libsox-fmt-all r-cran-janeaustenr r-cran-stringr bible-kjv wordnet-base
                        fortunes wamerican) ;;
@@ -22,7 +22,7 @@ if ((${#apt_packages[@]})); then
   done
   if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ]; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+      bash scripts/apt-install.sh "${missing[@]}"
     else
       echo "setup: please install these Debian packages: ${missing[*]}" >&2
     fi

@@ -20,13 +20,35 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Default log level per command: the daemon logs its startup choices (decoder, listeners) and refusals.
+DEFAULT_LOG_LEVEL = {"serve": logging.INFO}
+
+
+def _global_options(dest_suffix: str = "") -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name (``serve -v`` as well as ``-v serve``)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbose" + dest_suffix,
+        action="count",
+        default=0,
+        help="more logging (repeatable)",
+    )
+    return options
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    parser = argparse.ArgumentParser(prog="conformer-streamer", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
+    parser = argparse.ArgumentParser(
+        prog="conformer-streamer", description=__doc__, parents=[_global_options()]
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub_parsers: dict[str, argparse.ArgumentParser] = {}
+    # A sub-command parses into a fresh namespace that then overwrites the top level's values, so its copy
+    # of the global options counts under another name and the two are added up in `main`.
+    after = _global_options("_after")
     for name, (module_name, help_text) in COMMANDS.items():
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text, parents=[after])
         sub_parser.set_defaults(_module=module_name)
         sub_parsers[name] = sub_parser
     # Arguments are added lazily (see main) so that running one command imports only its module.
@@ -45,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is not None:
         _load_command(COMMANDS[command][0]).add_arguments(sub_parsers[command])
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
+    verbose = args.verbose + args.verbose_after
+    level = max(logging.DEBUG, DEFAULT_LOG_LEVEL.get(args.command, logging.WARNING) - 10 * verbose)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     module = _load_command(args._module)
     return int(module.run(args) or 0)

@@ -111,8 +111,8 @@ class GateSettings:
     floor_dbfs: float | None = -60.0  # frames quieter than this are non-speech without running Silero
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"streaming.vad_threshold must be in (0, 1), got {self.threshold}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"streaming.vad_threshold must be in (0, 1], got {self.threshold}")
         if not 0.0 <= self.pad_s <= 5.0:
             raise ValueError(f"streaming.vad_pad_s must be in [0, 5] seconds, got {self.pad_s}")
 

@@ -341,8 +341,6 @@ def test_page_reports_server_errors(browser, sentence_wav):
 
 # ---------------------------------------------------------------------------------- real server
 
-DAEMON = (ROOT / "streamer" / "commands" / "serve.py").exists()
-
 
 @pytest.fixture
 def serve():
@@ -362,7 +360,6 @@ def serve():
         s.__exit__(None, None, None)
 
 
-@pytest.mark.skipif(not DAEMON, reason="the daemon has not landed")
 @pytest.mark.skipif(
     (ROOT / "model" / "pretrained" / "en-small" / "config.json").exists(),
     reason="test_clients_trained.py covers it with the model",

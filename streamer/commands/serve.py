@@ -43,18 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> config.Settings:
-    settings = config.from_args(args)
-    if args.host is not None:
-        settings.server.host = args.host
-    if args.port is not None:
-        settings.server.port = args.port
-    if args.vosk_port is not None:
-        settings.server.vosk_port = args.vosk_port
-    if args.mic is not None:
-        settings.server.mic = args.mic
-    if args.model is not None:
-        settings.model.path = args.model
-    return settings
+    """The validated settings: defaults < ``--config`` TOML < ``--section.field`` flags < the aliases."""
+    return config.from_args(
+        args,
+        aliases={
+            "server": {"host": args.host, "port": args.port, "vosk_port": args.vosk_port, "mic": args.mic},
+            "model": {"path": args.model},
+        },
+    )
 
 
 async def serve_forever(settings: config.Settings, engine, *, ready=None) -> int:

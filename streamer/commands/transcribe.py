@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.audio import load_audio
+from model.audio import load_audio, load_audio_bytes
 from model.processor import Wav2Vec2Processor
 from model.tokenizer import Wav2Vec2CTCTokenizer
 from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, WORD_SCORE, BeamDecoder
@@ -72,7 +72,12 @@ class Recognizer:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, ...)")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="audio files (wav, flac, ogg, ...; m4a, mp4, webm through ffmpeg); - reads standard input",
+    )
     parser.add_argument(
         "--model", metavar="DIR_OR_ID", help="model directory or cached hub id (default: embedded)"
     )
@@ -137,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     failures = 0
     for file in args.files:
         try:
-            audio = load_audio(file, recognizer.processor.sampling_rate)
+            audio = read_audio(file, recognizer.processor.sampling_rate)
         except (OSError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             failures += 1
@@ -150,6 +155,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{file}\t{result.text}", flush=True)
     return 1 if failures else 0
+
+
+def read_audio(file: str, sample_rate: int) -> np.ndarray:
+    """The audio of ``file``, or of standard input for ``-`` (a whole file piped in, any format)."""
+    if file == "-":
+        return load_audio_bytes(sys.stdin.buffer.read(), sample_rate, name="standard input")
+    return load_audio(file, sample_rate)
 
 
 # -- model loading -----------------------------------------------------------------------------------

@@ -268,7 +268,7 @@ class App:
             factory = self._mic_factory or MicSource
             self.mic = factory(self, server.mic)
             self.mic.start()
-        log.info("listening on %s", ", ".join(self.addresses()))
+        log.debug("listening on %s", ", ".join(self.addresses()))  # `serve` prints it
 
     def addresses(self) -> list[str]:
         scheme = "wss" if self.settings.server.tls_cert else "ws"
