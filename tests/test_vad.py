@@ -183,7 +183,13 @@ def test_engine_gates_non_speech_and_output_does_not_depend_on_chunking(
 def test_vad_setting_is_validated_when_loaded(tmp_path: Path, model_dir: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[streaming]\nvad = "webrtc"\n')
-    with pytest.raises(ValueError, match=r"streaming\.vad.*'silero', 'energy'"):
+    with pytest.raises(ValueError, match=r"streaming\.vad.*silero \| energy"):
+        config.load_toml(path)
+    path.write_text("[streaming]\nvad_threshold = 1.5\n")
+    with pytest.raises(ValueError, match=r"streaming\.vad_threshold"):
+        config.load_toml(path)
+    path.write_text("[decoder]\nmin_word_confidence = -0.1\n")
+    with pytest.raises(ValueError, match=r"decoder\.min_word_confidence"):
         config.load_toml(path)
     path.write_text('[streaming]\nvad = "energy"\nvad_pad_s = 0.5\n')
     assert config.load_toml(path).streaming.vad == "energy"
