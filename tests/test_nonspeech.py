@@ -125,7 +125,11 @@ def test_daemon_emits_no_words_for_non_speech(signals: dict[str, Path]) -> None:
         *noise_events, speech_events = asyncio.run(everything())
     finally:
         proc.terminate()
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # a graceful stop slowed down by a busy machine is not the point
+            proc.kill()
+            proc.wait()
     speech_finals = " ".join(e["text"] for e in speech_events if e["type"] == "final")
     assert speech_finals.lower().split()[-2:] == ["a", "test"], speech_events
     heard = {}
