@@ -77,6 +77,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--end-timeout-s", type=float, default=60.0, help="wait for finals+end after end (60)")
     p.add_argument("--max-rss-growth", type=float, default=5.0, help="goal, percent (default 5)")
     p.add_argument("--deflate", action="store_true", help="offer permessage-deflate (default: off)")
+    p.add_argument(
+        "--format",
+        choices=["raw", "readable", "mixed"],
+        default="mixed",
+        help="finals the clients ask for; mixed (default): even-numbered clients readable, odd raw, so that "
+        "the cost of formatting is measured against raw finals in the same run",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (audio, server log)")
     p.add_argument(
@@ -138,6 +145,7 @@ async def run_load(args, url: str, base_http: str, pid: int | None, clips) -> di
             token=args.token,
             end_timeout_s=args.end_timeout_s,
             compression="deflate" if args.deflate else None,
+            text_format=client_format(args.format, i),
         )
         for i in range(args.streams)
     ]
@@ -221,6 +229,29 @@ def rss_growth(
     return base, end, (end - base) / base * 100 if base else float("nan")
 
 
+def client_format(choice: str, index: int) -> str:
+    if choice == "mixed":
+        return "readable" if index % 2 == 0 else "raw"
+    return choice
+
+
+def format_cost(args, results: list, metrics: dict[str, float]) -> dict:
+    """What readable finals cost: the daemon's own timing of formatting per final (model + thread hop,
+    ``conformer_format_seconds``) and the final latency of readable vs raw clients of this run."""
+    count = loadgen.metric(metrics, "conformer_format_seconds_count")
+    total = loadgen.metric(metrics, "conformer_format_seconds_sum")
+    within = loadgen.metric(metrics, "conformer_format_seconds_bucket", le="0.005")
+    by_format: dict[str, list[float]] = {}
+    for r in results:
+        by_format.setdefault(client_format(args.format, r.index), []).extend(r.final_latency)
+    return {
+        "formatted_finals": int(count),
+        "format_ms_mean": round(1000 * total / count, 3) if count else None,
+        "format_within_5ms_pct": round(100 * within / count, 1) if count else None,
+        "final_latency_p50_s": {k: round(percentile(v, 50), 3) for k, v in by_format.items()},
+    }
+
+
 def summarize(
     args, model_desc: str, out: dict, exit_code: int | None, stop_s: float | None
 ) -> tuple[dict, bool]:
@@ -256,6 +287,7 @@ def summarize(
         "rss_end_mib": round(end, 1),
         "rss_growth_pct": round(growth, 2),
         "server_real_time_factor": m.get("conformer_real_time_factor"),
+        "readable_finals": format_cost(args, results, m),
         "server_exit_code": exit_code,
         "server_drain_s": None if stop_s is None else round(stop_s, 2),
     }
@@ -284,6 +316,17 @@ def summarize(
     row("lost finals", lost)
     row("partial latency p50 / p95 / p99", q3(figures["partial_latency_s"]) + f"  (n={len(partial_lat)})")
     row("final latency   p50 / p95 / p99", q3(figures["final_latency_s"]) + f"  (n={len(final_lat)})")
+    cost = figures["readable_finals"]
+    if cost["formatted_finals"]:
+        row(
+            "readable finals: formatting per final",
+            f"{cost['format_ms_mean']:.2f} ms mean ({cost['format_ms_mean'] / 5:.0%} of the 5 ms budget), "
+            f"{cost['format_within_5ms_pct']:.1f}% within 5 ms, n={cost['formatted_finals']}",
+        )
+        row(
+            "final latency p50 by format",
+            "  ".join(f"{k} {v:.3f} s" for k, v in sorted(cost["final_latency_p50_s"].items())),
+        )
     row("error events (by code)", dict(error_codes) or "none")
     messages = Counter(e for r in results for e in r.errors)
     for message, count in messages.most_common(5):

@@ -172,8 +172,10 @@ class StreamClient:
         end_timeout_s: float = 60.0,
         compression: str | None = None,
         open_timeout_s: float = 30.0,
+        text_format: str = "raw",
     ) -> None:
         self.url = url
+        self.text_format = text_format  # the start message's "format": raw | readable finals
         self.plan = plan
         self.frame = max(1, int(RATE * frame_ms / 1000))
         self.realtime = realtime  # 1.0 = real time; 2.0 = twice as fast
@@ -247,7 +249,16 @@ class StreamClient:
                 self.ws = ws
                 if ws.response is not None:
                     r.upstream = ws.response.headers.get("X-Upstream-Addr", "")
-                await ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm_s16le"}))
+                await ws.send(
+                    json.dumps(
+                        {
+                            "type": "start",
+                            "sample_rate": RATE,
+                            "encoding": "pcm_s16le",
+                            "format": self.text_format,
+                        }
+                    )
+                )
                 async with asyncio.timeout(self.open_timeout_s):
                     ready = json.loads(await ws.recv())
                 if ready.get("type") != "ready":

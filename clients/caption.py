@@ -320,7 +320,7 @@ class FileSource:
 async def caption_via_server(
     source: Any, renderer: CaptionRenderer, url: str, stop: asyncio.Event, token: str | None = None
 ) -> int:
-    session = Session(url=url, on_event=renderer, token=token, partials=True, words=False)
+    session = Session(url=url, on_event=renderer, token=token, partials=True, words=False, format="readable")
     try:
         async with session:
             async for block in source.blocks(stop):
@@ -343,7 +343,18 @@ async def caption_standalone(
     ended = asyncio.Event()
     failed: list[dict[str, Any]] = []
 
+    punctuator = None
+    if getattr(getattr(settings, "format", None), "readable", False):
+        from streamer.readable import format_final, load_punctuator
+
+        try:
+            punctuator = load_punctuator(settings.format.punct_model)
+        except (OSError, ValueError) as error:
+            renderer.message(f"caption: no readable captions ({error})")
+
     def on_event(event: Any) -> None:  # the engine's worker thread
+        if punctuator is not None and isinstance(event, events.Final):
+            event = format_final(event, punctuator)
         data = events.to_dict(event)
         if data.get("type") == "error":
             failed.append(data)

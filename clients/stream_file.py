@@ -126,6 +126,7 @@ class Session:
     encoding: str = "pcm_s16le"
     partials: bool = True
     words: bool = True
+    format: str = "raw"  # finals: "raw" | "readable" (punctuated and true-cased by the server)
     open_timeout: float = 10.0
     listen: bool = False  # /v1/listen: no start message, nothing to send
     progress: float = 0.0
@@ -182,6 +183,7 @@ class Session:
                     "encoding": self.encoding,
                     "partials": self.partials,
                     "words": self.words,
+                    "format": self.format,
                 }
             )
         )
@@ -470,6 +472,7 @@ async def run_file(args: argparse.Namespace, samples: np.ndarray, writer: Writer
         token=args.token,  # an Authorization header: unlike ?token=, it stays out of access logs
         partials=True,  # progress reports pace the upload even when partials aren't shown
         words=True,
+        format=finals_format(args),
     )
     try:
         async with session:
@@ -480,6 +483,13 @@ async def run_file(args: argparse.Namespace, samples: np.ndarray, writer: Writer
         return EXIT_SERVER_ERROR
     writer.finish()
     return EXIT_SERVER_ERROR if session.errors else EXIT_OK
+
+
+def finals_format(args: argparse.Namespace) -> str:
+    """What the finals should look like: people read text and subtitles, programs parse JSON."""
+    if getattr(args, "finals", None):
+        return args.finals
+    return "raw" if args.format == "json" else "readable"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -496,6 +506,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--realtime", action="store_true", help="send at the pace of a live source")
     parser.add_argument("--format", choices=("text", "json", "srt"), default="text", help="output format")
+    parser.add_argument(
+        "--finals",
+        choices=("readable", "raw"),
+        default=None,
+        help="readable: punctuated and true-cased finals; raw: as recognized "
+        "(default: readable for text and srt, raw for json)",
+    )
     parser.add_argument("-o", "--output", type=Path, help="write here instead of standard output")
     parser.add_argument(
         "--partials",

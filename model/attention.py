@@ -66,7 +66,9 @@ class ConformerSelfAttention(nn.Module):
     def _projected_positions(self, position_embeddings: torch.Tensor) -> torch.Tensor:
         """(1, 2T - 1, d) sinusoids -> (H, hs, 2T - 1) projected distance keys."""
         weight = getattr(self.linear_pos, "weight", None)
-        version = (weight._version, weight.data_ptr()) if isinstance(weight, torch.Tensor) else None
+        version = None
+        if isinstance(weight, torch.Tensor):  # inference tensors have no version counter
+            version = (-1 if weight.is_inference() else weight._version, weight.data_ptr())
         key = (
             position_embeddings.shape,
             position_embeddings.dtype,

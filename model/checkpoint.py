@@ -250,9 +250,14 @@ def load_model(
     device: torch.device | str | None = None,
     strict: bool = False,
     revision: str = "main",
+    linear_route: str = "auto",
     **config_overrides: Any,
 ) -> ModelT:
-    """Build `cls` from a checkpoint; returns it in eval mode, float32 unless `dtype` says otherwise."""
+    """Build `cls` from a checkpoint; returns it in eval mode, float32 unless `dtype` says otherwise.
+
+    On the CPU the dense layers are put on the fastest kernel measured here (`linear_route`, see
+    `model.cpu_fast_path`); "aten" keeps plain `nn.Linear` calls.
+    """
     directory = resolve_model_dir(dir_or_id, revision)
     config = Wav2Vec2ConformerConfig.from_pretrained(directory, **config_overrides)
     state_dict = read_state_dict(directory)
@@ -265,7 +270,12 @@ def load_model(
         logger.info("ignored %d head weights not used by %s", len(report.ignored_head_keys), cls.__name__)
     model.load_report = report  # type: ignore[attr-defined]
     model.to(dtype=_resolve_dtype(dtype, config), device=device)
-    return model.eval()
+    model.eval()
+    if model.device.type == "cpu":
+        from model.cpu_fast_path import route_linears
+
+        route_linears(model, linear_route)
+    return model
 
 
 def save_model(model: Wav2Vec2ConformerPreTrainedModel, directory: str | Path) -> None:

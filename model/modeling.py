@@ -119,12 +119,25 @@ class Wav2Vec2ConformerPreTrainedModel(nn.Module):
         dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
         strict: bool = False,
+        linear_route: str = "auto",
         **config_overrides: Any,
     ) -> Self:
-        """Load config + weights from a directory or a hub id in the local HF cache (see model.checkpoint)."""
+        """Load config + weights from a directory or a hub id in the local HF cache (see model.checkpoint).
+
+        `linear_route` picks the CPU kernels of the dense layers: "auto" (fastest measured here),
+        "onednn" (prepacked oneDNN weights) or "aten" (plain `nn.Linear`); see `model.cpu_fast_path`.
+        """
         from model.checkpoint import load_model
 
-        return load_model(cls, dir_or_id, dtype=dtype, device=device, strict=strict, **config_overrides)
+        return load_model(
+            cls,
+            dir_or_id,
+            dtype=dtype,
+            device=device,
+            strict=strict,
+            linear_route=linear_route,
+            **config_overrides,
+        )
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write `config.json` and `model.safetensors` in the layout transformers reads."""

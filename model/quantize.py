@@ -11,8 +11,26 @@ import torch
 from torch import nn
 
 from model.conformer import PointwiseConv1d
+from model.cpu_fast_path import native_bf16, route_linears, unroute_linears
 
 PRECISIONS = ("float32", "float16", "bfloat16", "int8")
+DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
+
+
+def resolve_dtype(name: str, device: torch.device | str = "cpu") -> str:
+    """A `--dtype` value -> the float dtype to run: "auto" is bfloat16 on CPUs with bf16 hardware.
+
+    Elsewhere "auto" is float32: on CPUs without avx512_bf16 or AMX, bf16 GEMMs are emulated and slower
+    than fp32, and on CUDA the drift of fp16 / bf16 has not been measured yet. float16 needs CUDA.
+    """
+    if name not in DTYPE_CHOICES:
+        raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {name!r}")
+    device = torch.device(device)
+    if name == "auto":
+        return "bfloat16" if device.type == "cpu" and native_bf16() else "float32"
+    if name == "float16" and device.type != "cuda":
+        raise ValueError("float16 inference needs a CUDA device; use bfloat16 or int8 on CPU")
+    return name
 
 
 def _as_plain_linears(model: nn.Module) -> None:
@@ -69,11 +87,14 @@ def quantize_dynamic_int8(
     `tests/data` by a character, a float one none. Float edge layers (session 9): stage 7 1.89% -> 1.21%,
     the 10-layer stages 8 and 9 2.31% -> 1.73% and 1.29% (first layer alone 1.61-1.89%, last alone
     1.41-2.09%), for 2 of 24 layers' compute in float on the large config.
-    `engine` defaults to `preferred_int8_engine()`.
+    `engine` defaults to `preferred_int8_engine()`. Where the CPU has VNNI (avx512_vnni / avx_vnni), the
+    default "x86" engine's fbgemm kernels use it (`bench/bench_gemm_peak.py` times every engine).
     """
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
+    float_route = getattr(model, "linear_route", None)
+    unroute_linears(model)  # the quantizer converts exact nn.Linear types only
     _as_plain_linears(model)
     backbone_model = getattr(model, "wav2vec2_conformer", model)
     backbone = {id(module) for module in backbone_model.modules()}
@@ -92,6 +113,8 @@ def quantize_dynamic_int8(
         torch.ao.quantization.quantize_dynamic(
             model, {name: qconfig for name in targets}, dtype=torch.qint8, inplace=True
         )
+    if float_route is not None:
+        route_linears(model, float_route)  # the layers left in float keep the loaded model's kernels
     return model
 
 

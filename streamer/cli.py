@@ -17,6 +17,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "WER/CER of a model on the evaluation sets"),
     "build-lm": ("build_lm", "build the word n-gram language model from the training text"),
     "serve": ("serve", "run the streaming recognition daemon"),
+    "punctuate": (
+        "punctuate",
+        "punctuate and true-case lower-case transcripts (stdin lines -> stdout lines)",
+    ),
+    "train-punct": ("train_punct", "train the punctuation and casing model"),
 }
 
 

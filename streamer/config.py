@@ -1,7 +1,7 @@
 """All runtime configuration of the daemon, in one typed place.
 
 Every field has a default, can be set from a TOML file (``[model]``, ``[streaming]``, ``[endpoint]``,
-``[batching]``, ``[decoder]``, ``[server]``, ``[limits]`` tables) and overridden by a CLI flag named
+``[batching]``, ``[decoder]``, ``[server]``, ``[limits]``, ``[format]`` tables) and overridden by a CLI flag named
 ``--section.field`` (for example ``--streaming.chunk_s 0.5``). Precedence: defaults < TOML < flags.
 
 Each field declares what it accepts with `option` (a help line, ``choices``, bounds, a ``pattern``); `validate`
@@ -99,8 +99,9 @@ class ModelSettings:
     )
     dtype: str = option(
         "float32",
-        "model weights dtype (float16/bfloat16 on CUDA)",
-        choices=("float32", "float16", "bfloat16"),
+        "model weights dtype: bfloat16 runs on CPU too, float16 needs CUDA; auto = bfloat16 on CPUs with "
+        "avx512_bf16 or AMX, else float32 (not the default: README 'CPU kernels and precision modes')",
+        choices=("float32", "float16", "bfloat16", "auto"),
     )
     quantize: str | None = option(None, "int8: dynamic int8 linear layers (CPU only)", choices=("int8",))
     threads: int = option(0, "torch intra-op threads; 0 = torch's default", **NON_NEGATIVE)
@@ -236,6 +237,14 @@ class LimitSettings:
 
 
 @dataclass
+class FormatSettings:
+    """Readable finals: punctuation and true casing (``streamer.readable``), per stream on request."""
+
+    readable: bool = option(True, "load the punctuation model; false: every stream gets raw finals")
+    punct_model: str | None = option(None, "its directory; unset = the embedded model/pretrained/punct-en")
+
+
+@dataclass
 class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     streaming: StreamingSettings = field(default_factory=StreamingSettings)
@@ -244,6 +253,7 @@ class Settings:
     decoder: DecoderSettings = field(default_factory=DecoderSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    format: FormatSettings = field(default_factory=FormatSettings)
 
 
 # Rules over more than one field: (what must hold, a check that returns True when it holds).
@@ -251,6 +261,10 @@ _JOINT_RULES: list[tuple[str, Callable[[Settings], bool]]] = [
     (
         "model.quantize int8 runs on the CPU only (model.device cpu)",
         lambda s: s.model.quantize is None or s.model.device == "cpu",
+    ),
+    (
+        "model.dtype float16 needs a CUDA device (use bfloat16 or auto on the CPU)",
+        lambda s: s.model.dtype != "float16" or s.model.device.startswith("cuda"),
     ),
     (
         "server.tls_cert and server.tls_key go together",

@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.config import Settings, StreamingSettings
+from streamer.config import ModelSettings, Settings, StreamingSettings
 from streamer.ctc_merge import CtcMerger, Utterance, Vocabulary
 from streamer.endpointing import Endpointer
 from streamer.events import EndOfStream, Event, Final, Partial, StreamError, Word
@@ -110,18 +110,38 @@ def load_model(settings: Settings) -> tuple[Any, Any, Any, str]:
         torch.set_num_threads(ms.threads)
     from model import Wav2Vec2ConformerForCTC, Wav2Vec2CTCTokenizer, quantize_dynamic_int8
 
-    model = Wav2Vec2ConformerForCTC.from_pretrained(str(path)).eval()
-    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(path))
+    dtype = model_dtype(ms)
+    # Loaded in its run dtype on the CPU so that the dense layers are packed for it once (model.cpu_fast_path).
+    on_cpu = torch.device(ms.device).type == "cpu"
+    load_dtype = getattr(torch, dtype) if on_cpu and not ms.quantize else None
     if ms.quantize:
         if ms.quantize != "int8":
             raise ValueError(f"model.quantize must be 'int8' or unset, got {ms.quantize!r}")
         if ms.device != "cpu":
             raise ValueError("int8 dynamic quantization runs on the CPU only")
-        model = quantize_dynamic_int8(model)
+    # int8: pack only the layers left in float, after quantizing (no transient packed copy of the rest)
+    route = "aten" if ms.quantize else "auto"
+    model = Wav2Vec2ConformerForCTC.from_pretrained(str(path), dtype=load_dtype, linear_route=route).eval()
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(path))
+    if ms.quantize:
+        from model.cpu_fast_path import route_linears
+
+        model = quantize_dynamic_int8(model, inplace=True)
+        route_linears(model, "auto")
     model = model.to(ms.device)
-    if ms.dtype != "float32":
-        model = model.to({"float16": torch.float16, "bfloat16": torch.bfloat16}[ms.dtype])
+    if dtype != "float32":
+        model = model.to(getattr(torch, dtype))
+    log.info("model %s on %s: %s%s", path.name, ms.device, dtype, " + int8 dynamic" if ms.quantize else "")
     return model, tokenizer, model.config, path.name
+
+
+def model_dtype(ms: ModelSettings) -> str:
+    """``model.dtype`` with "auto" resolved (bf16 on CPUs with bf16 hardware; float32 under int8)."""
+    from model.quantize import resolve_dtype
+
+    if ms.dtype == "auto" and ms.quantize:
+        return "float32"  # the int8 layers quantize float32 activations; the float edges stay float32
+    return resolve_dtype(ms.dtype, ms.device)
 
 
 # -- streams ---------------------------------------------------------------------------------------
@@ -412,7 +432,7 @@ class RecognitionEngine:
         self.vocab = Vocabulary.from_tokenizer(tokenizer)
         self.geometry = FrameGeometry.from_config(config)
         st = settings.streaming
-        self.runner = ModelRunner(model, settings.model.device, settings.model.dtype)
+        self.runner = ModelRunner(model, settings.model.device, model_dtype(settings.model))
         self.set_streaming(st)
         b = settings.batching
         self.scheduler = BatchScheduler(

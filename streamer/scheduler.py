@@ -37,8 +37,8 @@ class ModelRunner:
         self.torch = torch
         self.device = torch.device(device)
         self.dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-        if self.dtype != torch.float32 and self.device.type != "cuda":
-            raise ValueError(f"dtype {dtype} needs a CUDA device (got {device}); use float32 on CPU")
+        if self.dtype == torch.float16 and self.device.type != "cuda":
+            raise ValueError(f"dtype {dtype} needs a CUDA device (got {device}); use bfloat16 on CPU")
         self.model = model.eval()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

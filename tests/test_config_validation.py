@@ -78,12 +78,16 @@ def test_edge_values_that_are_allowed():
     s = parse(["--model.device", "cuda:1", "--server.allowed_origins", "https://a.example:8443,*"])
     assert s.model.device == "cuda:1" and s.server.allowed_origins == ["https://a.example:8443", "*"]
     assert parse(["--model.quantize", "int8"]).model.quantize == "int8"
+    assert parse(["--model.dtype", "bfloat16"]).model.dtype == "bfloat16"  # a CPU mode too
+    assert parse(["--model.dtype", "auto"]).model.dtype == "auto"
+    assert parse(["--model.dtype", "float16", "--model.device", "cuda"]).model.dtype == "float16"
 
 
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
         (["--model.quantize", "int8", "--model.device", "cuda"], "CPU only"),
+        (["--model.dtype", "float16"], "needs a CUDA device"),
         (["--server.tls_cert", "/c.pem"], "go together"),
         (["--port", "2700", "--vosk-port", "2700"], "differ"),
     ],

@@ -276,6 +276,7 @@
           encoding: "pcm_s16le",
           partials: true,
           words: true,
+          format: "readable", // punctuated, true-cased finals (partials stay raw)
         }),
       );
     });

@@ -8,6 +8,13 @@ Applied per training example, each with its own probability (see :class:`Augment
   eq        — band limiting: telephone (300–3400 Hz), random low-/high-pass, random tilt
   noise     — white / pink / brown noise or babble-like modulated noise at a random SNR (0–35 dB)
   gain      — random level −25…+6 dB, occasionally clipped
+Off by default, and then drawing no random numbers (so the default chain is what it was); the real-speech
+recipe turns them on, since one real voice has to stand for many:
+  tempo     — time stretch without pitch change
+  formant   — vocal-tract-length warp of the spectrum (formants and harmonics move by 0.85–1.18)
+  room      — convolution with a measured room impulse response (``rooms.py``) instead of a synthetic one
+  codec     — a lossy speech codec round trip: mu-law / A-law at 8 kHz (here), GSM 06.10 (sox), G.722,
+              Opus 6–16 kb/s (ffmpeg); after the noise, as a phone line would be
 A low noise floor is always added (synthesis output is too clean). Everything is seeded by the caller's
 ``numpy.random.Generator``.
 """
@@ -35,6 +42,12 @@ class AugmentConfig:
     p_gain: float = 1.0
     p_clip: float = 0.05
     noise_floor_db: tuple[float, float] = (-75.0, -50.0)
+    p_tempo: float = 0.0
+    tempo_range: tuple[float, float] = (0.85, 1.15)
+    p_formant: float = 0.0
+    formant_range: tuple[float, float] = (0.85, 1.18)
+    p_room: float = 0.0  # share of the reverberated examples that use a measured room
+    p_codec: float = 0.0
 
 
 def _resample(x: np.ndarray, factor: float) -> np.ndarray:
@@ -123,12 +136,21 @@ def augment(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig | None =
     x = x.astype(np.float32, copy=True)
     if rng.random() < cfg.p_speed:
         x = _resample(x, rng.uniform(*cfg.speed_range))
+    if cfg.p_tempo and rng.random() < cfg.p_tempo:
+        x = _time_stretch(x, rng.uniform(*cfg.tempo_range))
     if rng.random() < cfg.p_pitch:
         factor = 2 ** (rng.uniform(-cfg.pitch_semitones, cfg.pitch_semitones) / 12)
         x = _time_stretch(_resample(x, factor), 1 / factor)
+    if cfg.p_formant and rng.random() < cfg.p_formant:
+        x = formant_warp(x, rng.uniform(*cfg.formant_range))
     peak = np.abs(x).max() + 1e-9
     if rng.random() < cfg.p_reverb:
-        rir = synthetic_rir(rng)
+        rir = None
+        if cfg.p_room and rng.random() < cfg.p_room:
+            from model.training.rooms import measured_rir
+
+            rir = measured_rir(rng)
+        rir = synthetic_rir(rng) if rir is None else rir
         wet = np.convolve(x, rir)[: len(x)] if len(rir) < 64 else _fft_conv(x, rir)
         mix = rng.uniform(0.3, 1.0)
         x = mix * wet + (1 - mix) * x
@@ -140,6 +162,10 @@ def augment(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig | None =
         snr = rng.uniform(*cfg.snr_db)
         sig = np.sqrt(np.mean(x**2)) + 1e-9
         x = x + colored_noise(len(x), rng, color) * sig * 10 ** (-snr / 20)
+    if cfg.p_codec and rng.random() < cfg.p_codec:
+        from model.training.codecs import codec_round_trip
+
+        x = codec_round_trip(x, rng)
     if rng.random() < cfg.p_gain:
         target = 10 ** (rng.uniform(-25, -1) / 20)
         x = x / (np.abs(x).max() + 1e-9) * target
@@ -147,6 +173,35 @@ def augment(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig | None =
             x = np.clip(x * 10 ** (rng.uniform(3, 12) / 20), -target, target)
     x = x + rng.standard_normal(len(x)).astype(np.float32) * 10 ** (rng.uniform(*cfg.noise_floor_db) / 20)
     return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
+def formant_warp(x: np.ndarray, alpha: float, frame: int = 512, hop: int = 128) -> np.ndarray:
+    """Vocal-tract-length perturbation on the waveform: each STFT frame is filtered by the ratio of its
+    spectral envelope read at f / alpha to the envelope itself, so the formants move by ``alpha`` while
+    the harmonics (the pitch) and the duration stay. The envelope is the magnitude smoothed over ~470 Hz
+    (wider than the harmonic spacing); with the pitch shift above, pitch and vocal-tract size vary
+    separately."""
+    if abs(alpha - 1.0) < 1e-3 or len(x) < frame:
+        return x
+    win = np.hanning(frame).astype(np.float32)
+    n_frames = 1 + (len(x) - frame) // hop
+    idx = np.arange(frame)[None, :] + hop * np.arange(n_frames)[:, None]  # (frames, frame)
+    spec = np.fft.rfft(x[idx] * win, axis=1)  # (frames, frame // 2 + 1)
+    kernel = np.ones(15, dtype=np.float32) / 15
+    mag = np.abs(spec).astype(np.float32)
+    env = np.apply_along_axis(lambda m: np.convolve(m, kernel, mode="same"), 1, mag) + 1e-6
+    bins = np.arange(spec.shape[1], dtype=np.float32)
+    warped = np.stack([np.interp(bins / alpha, bins, e) for e in env])
+    spec = spec * np.clip(warped / env, 0.1, 10.0)
+    frames = np.fft.irfft(spec, frame, axis=1).astype(np.float32) * win
+    out = np.zeros(len(x), dtype=np.float32)
+    norm = np.zeros(len(x), dtype=np.float32)
+    np.add.at(out, idx.ravel(), frames.ravel())
+    np.add.at(norm, idx.ravel(), np.tile(win**2, n_frames))
+    covered = norm > 1e-3
+    out[covered] /= norm[covered]
+    out[~covered] = x[~covered]
+    return out
 
 
 def _fft_conv(x: np.ndarray, h: np.ndarray) -> np.ndarray:

@@ -5,7 +5,9 @@ Sets:
               (``$HOME_DIR/corpus/eval``, made by ``conformer-streamer synthesize --split eval``)
   real      — the human recordings in /work/shared/eval/real (report only: never trained or tuned on)
   dev       — training voices reading development text, with the training augmentation drawn per item
-              from a fixed seed (``synthesize --split dev``): the set to tune decoding on
+              from a fixed seed (``synthesize --split dev``), plus the real prompts held back from
+              training (``real_speech.py``, read as recorded): the set to pick checkpoints and tune
+              decoding on
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ def synthetic_items(home: Path, split: str = "eval") -> list[Item]:
             group = f"{r['engine']}:{voice}" if "engine" in r else ""
             items.append(Item(Path(r["path"]).stem, str(root / r["path"]), r["text"], group))
     return items
+
+
+def dev_items(home: Path) -> list[Item]:
+    """The development set: synthetic development items, then the held-back real prompts (group
+    ``real:<speaker>``)."""
+    from model.training.real_speech import read_real_speech, split_real
+
+    _, real_dev = split_real(read_real_speech())
+    return synthetic_items(home, "dev") + [Item(Path(u.path).stem, u.path, u.text, u.voice) for u in real_dev]
 
 
 def real_items(directory: Path = REAL_DIR) -> list[Item]:
@@ -114,10 +125,12 @@ def error_rates(refs: list[str], hyps: list[str]) -> dict[str, float]:
 
 def augmented_reader(seed: int = 0) -> Callable[[Item], np.ndarray]:
     """Read an item's audio and apply the training augmentation, drawn from (seed, item id): the same
-    audio every run."""
+    audio every run. Real recordings (group ``real:...``) are read as they are."""
     from model.training.augment import augment
 
     def read(item: Item) -> np.ndarray:
+        if item.group.startswith("real:"):
+            return read_audio(item.path)
         return augment(read_audio(item.path), np.random.default_rng([seed, zlib.crc32(item.id.encode())]))
 
     return read

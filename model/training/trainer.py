@@ -123,6 +123,21 @@ class TrainConfig:
     p_voice_change: float = 0.0
     max_voices: int = 2
     pause_seconds: tuple[float, float] = (0.15, 0.6)
+    # real speech (real_speech.py): the training part of `real_dir` makes up `real_share` of each epoch's
+    # utterances (repeated as needed), augmented with `augment_real` at `p_augment_real`; its held-back
+    # development part joins the monitor when `eval_real_dev` is set
+    real_dir: str = ""
+    real_share: float = 0.0
+    augment_real: dict[str, Any] = field(default_factory=dict)
+    p_augment_real: float = 0.9
+    eval_real_dev: bool = False
+    # non-speech (nonspeech.py): `nonspeech_share` of each epoch's examples are non-speech alone with an
+    # empty target; `p_splice_nonspeech` of the examples get non-speech before and/or after them (and in
+    # the pauses of chained ones), `splice_seconds` long each
+    nonspeech_share: float = 0.0
+    nonspeech_seconds: tuple[float, float] = (0.5, 8.0)
+    p_splice_nonspeech: float = 0.0
+    splice_seconds: tuple[float, float] = (0.2, 1.5)
     num_workers: int = 1
     sortagrad_epochs: int = 1  # first epoch(s): shortest batches first (helps CTC leave the blank plateau)
     # optimization
@@ -154,6 +169,10 @@ class TrainConfig:
     threads: int = 2
 
     def __post_init__(self) -> None:
+        if not 0 <= self.real_share + self.nonspeech_share < 1:
+            raise ValueError("real_share + nonspeech_share must be in [0, 1)")
+        if self.real_share > 0 and not self.real_dir:
+            raise ValueError("real_share > 0 needs real_dir")
         if self.consistency_target not in CONSISTENCY_TARGETS:
             raise ValueError(
                 f"consistency_target must be one of {CONSISTENCY_TARGETS}, not {self.consistency_target!r}"
@@ -172,7 +191,13 @@ class TrainConfig:
         unknown = set(flat) - known
         if unknown:
             raise ValueError(f"unknown training settings: {sorted(unknown)}")
-        for key in ("betas", "pause_seconds", "consistency_crop_seconds"):
+        for key in (
+            "betas",
+            "pause_seconds",
+            "consistency_crop_seconds",
+            "nonspeech_seconds",
+            "splice_seconds",
+        ):
             if key in flat:
                 flat[key] = tuple(flat[key])
         return cls(**flat)
@@ -283,12 +308,51 @@ def chain_voices(
                 "parts": parts,
                 "pauses": pauses,
                 "voice": "+".join(r["voice"] for r in parts),
-                "text": " ".join(r["text"] for r in parts),
+                "text": " ".join(r["text"] for r in parts if r["text"]),
                 "duration": duration,
             }
         )
     singles += [records[i] for i in pool if i not in used]
     return singles + joined
+
+
+def mix_epoch(synthetic: list[dict], real: list[dict], cfg: TrainConfig, rng: random.Random) -> list[dict]:
+    """One epoch's records: the synthetic ones, real ones making up ``real_share`` of the utterances
+    (cycled through in a shuffled order, so each is used about equally often) and ``nonspeech_share`` of
+    non-speech records (empty text; the audio is drawn when the batch is read)."""
+    total = len(synthetic) / (1 - cfg.real_share - cfg.nonspeech_share)
+    out = list(synthetic)
+    if real and cfg.real_share > 0:
+        order: list[dict] = []
+        while len(order) < round(cfg.real_share * total):
+            order += rng.sample(real, len(real))
+        out += order[: round(cfg.real_share * total)]
+    lo, hi = cfg.nonspeech_seconds
+    for k in range(round(cfg.nonspeech_share * total) if cfg.nonspeech_share > 0 else 0):
+        out.append(
+            {"nonspeech": True, "text": "", "voice": "nonspeech", "duration": rng.uniform(lo, hi), "id": k}
+        )
+    return out
+
+
+def splice_nonspeech(records: list[dict], cfg: TrainConfig, rng: random.Random) -> list[dict]:
+    """About ``p_splice_nonspeech`` of the records get non-speech before, after or on both sides
+    (``lead``/``tail`` seconds, within ``max_seconds``); the others are returned as they are."""
+    if cfg.p_splice_nonspeech <= 0:
+        return records
+    out = []
+    for r in records:
+        if r.get("nonspeech") or rng.random() >= cfg.p_splice_nonspeech:
+            out.append(r)
+            continue
+        side = rng.choice(["lead", "tail", "both"])
+        lead = rng.uniform(*cfg.splice_seconds) if side in ("lead", "both") else 0.0
+        tail = rng.uniform(*cfg.splice_seconds) if side in ("tail", "both") else 0.0
+        if r["duration"] + lead + tail > cfg.max_seconds:
+            out.append(r)
+            continue
+        out.append({**r, "lead": lead, "tail": tail, "duration": r["duration"] + lead + tail})
+    return out
 
 
 def make_batches(
@@ -325,27 +389,51 @@ def collate(waves: list[np.ndarray], texts: list[str] | None = None):
     labels = None
     if texts is not None:
         ids = [encode_text(t) for t in texts]
-        labels = torch.full((len(ids), max(len(x) for x in ids)), -100, dtype=torch.long)
+        # at least one column: a batch of non-speech alone has only empty targets
+        labels = torch.full((len(ids), max(1, *(len(x) for x in ids))), -100, dtype=torch.long)
         for i, x in enumerate(ids):
             labels[i, : len(x)] = torch.tensor(x)
     return values, mask, labels
 
 
+def _augment_config(settings: dict[str, Any]) -> aug.AugmentConfig:
+    return aug.AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+
+
 class BatchDataset(torch.utils.data.Dataset):
     def __init__(self, records: list[dict], batches: list[list[int]], cfg: TrainConfig, seed: int) -> None:
         self.records, self.batches, self.cfg, self.seed = records, batches, cfg, seed
-        self.aug_cfg = aug.AugmentConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.augment.items()}
-        )
+        self.aug_cfg = _augment_config(cfg.augment)
+        self.aug_real = _augment_config(cfg.augment_real)
 
     def __len__(self) -> int:
         return len(self.batches)
 
+    def _nonspeech(self, seconds: float, rng: np.random.Generator) -> np.ndarray:
+        from model.training.nonspeech import nonspeech
+
+        return nonspeech(seconds, rng)
+
     def _read(self, record: dict, rng: np.random.Generator) -> np.ndarray:
+        if record.get("nonspeech"):
+            x = self._nonspeech(record["duration"], rng)
+            if rng.random() < self.cfg.p_augment:
+                x = aug.augment(x, rng, self.aug_cfg)
+            return x
         x, _ = sf.read(record["path"], dtype="float32")
-        if rng.random() < self.cfg.p_augment:
+        if record.get("real"):
+            if rng.random() < self.cfg.p_augment_real:
+                x = aug.augment(x, rng, self.aug_real)
+        elif rng.random() < self.cfg.p_augment:
             x = aug.augment(x, rng, self.aug_cfg)
         return x
+
+    def _gap(self, seconds: float, rng: np.random.Generator) -> np.ndarray:
+        """The pause between chained utterances: a faint noise floor like the rest of the synthetic audio,
+        or non-speech at the splicing rate."""
+        if rng.random() < self.cfg.p_splice_nonspeech:
+            return self._nonspeech(seconds, rng)
+        return rng.normal(0, 10 ** (-70 / 20), int(seconds * aug.SR)).astype(np.float32)
 
     def __getitem__(self, k: int):
         rng = np.random.default_rng([self.seed, k])
@@ -355,13 +443,17 @@ class BatchDataset(torch.utils.data.Dataset):
             if "parts" in r:
                 pieces = []
                 for n, part in enumerate(r["parts"]):
-                    if n:  # the pause carries a faint noise floor like the rest of the synthetic audio
-                        gap = int(r["pauses"][n - 1] * aug.SR)
-                        pieces.append(rng.normal(0, 10 ** (-70 / 20), gap).astype(np.float32))
+                    if n:
+                        pieces.append(self._gap(r["pauses"][n - 1], rng))
                     pieces.append(self._read(part, rng))
                 x = np.concatenate(pieces)
             else:
                 x = self._read(r, rng)
+            if r.get("lead") or r.get("tail"):
+                x = np.concatenate(
+                    [self._nonspeech(r.get("lead", 0.0), rng) if r.get("lead") else x[:0], x]
+                    + ([self._nonspeech(r["tail"], rng)] if r.get("tail") else [])
+                )
             waves.append(x)
             # targets in today's spelling ("TO DAY" -> "TODAY"): the words the LM writes; same sound
             texts.append(join_split_compounds(r["text"]))
@@ -597,6 +689,20 @@ def train(
     eval_records = read_records([home / cfg.eval_dir]) if (home / cfg.eval_dir).exists() else []
     eval_records = sorted(eval_records, key=lambda r: r["path"])
     eval_subset = random.Random(0).sample(eval_records, min(cfg.eval_subset, len(eval_records)))
+    real_train: list[dict] = []
+    if cfg.real_dir:
+        from model.training.real_speech import read_real_speech, split_real
+
+        real_train_utts, real_dev_utts = split_real(read_real_speech(Path(cfg.real_dir).expanduser()))
+        real_train = [u.record() for u in real_train_utts]
+        if cfg.eval_real_dev:
+            eval_subset += [u.record() for u in real_dev_utts]
+        log.warning(
+            "real speech: %d training utterances (%.2f h), %d held back for development",
+            len(real_train),
+            sum(r["duration"] for r in real_train) / 3600,
+            len(real_dev_utts),
+        )
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if dev.type == "cuda"
@@ -627,9 +733,11 @@ def train(
         if not records:
             raise SystemExit("no training data: run `conformer-streamer synthesize` first")
         epoch_rng = random.Random(cfg.seed * 1000 + state["epoch"])
+        records = mix_epoch(records, real_train, cfg, epoch_rng)
         records = chain_voices(
             records, cfg.p_voice_change, cfg.max_seconds, cfg.pause_seconds, epoch_rng, cfg.max_voices
         )
+        records = splice_nonspeech(records, cfg, epoch_rng)
         batches = make_batches(
             records,
             cfg.batch_seconds,

@@ -51,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sets",
         default="synthetic,real",
-        help="comma list of: synthetic, real, dev (training voices on development text, augmented: "
-        "tune --alpha/--beta there, never on the other two)",
+        help="comma list of: synthetic, real, dev (training voices on development text, augmented, and "
+        "the real prompts held back from training: tune --alpha/--beta there, never on the other two)",
     )
     parser.add_argument("--limit", type=int, default=None, help="only the first N items of each set")
     parser.add_argument("--threads", type=int, default=2)
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     sets = {
         "synthetic": lambda: evaluation.synthetic_items(corpus.home()),
         "real": evaluation.real_items,
-        "dev": lambda: evaluation.synthetic_items(corpus.home(), "dev"),
+        "dev": lambda: evaluation.dev_items(corpus.home()),
     }
     readers = {"dev": evaluation.augmented_reader()}
     results = {}

@@ -84,8 +84,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="one JSON object per file and line, with word timings"
     )
+    parser.add_argument(
+        "--format",
+        choices=["raw", "readable"],
+        default="raw",
+        help="raw: the words as recognized; readable: punctuated and true-cased (default: raw)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="model weights dtype")
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", *sorted(DTYPES)],
+        default="float32",
+        help="model weights dtype: bfloat16 runs on CPU too; auto = bfloat16 on CPUs with avx512_bf16 or "
+        "AMX, else float32; float16 needs CUDA (default: float32)",
+    )
     parser.add_argument(
         "--quantize", choices=["int8"], help="dynamic int8 quantization of linear layers (CPU)"
     )
@@ -139,6 +151,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     decoder = "greedy" if search is None else "beam"
     vad = args.vad if args.vad == "none" else resolve_vad(args.vad)
+    punctuator = None
+    if args.format == "readable":
+        from streamer.readable import load_punctuator
+
+        try:
+            punctuator = load_punctuator()
+        except (OSError, ValueError) as error:
+            print(f"error: cannot load the punctuation model: {error}", file=sys.stderr)
+            return 2
     failures = 0
     for file in args.files:
         try:
@@ -148,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             continue
         result = transcribe_audio(audio, recognizer, decoder=decoder, search=search, vad=vad)
+        if punctuator is not None:
+            result = readable(result, punctuator)
         if args.json:
             print(result.to_json(file), flush=True)
         elif len(args.files) == 1:
@@ -155,6 +178,18 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{file}\t{result.text}", flush=True)
     return 1 if failures else 0
+
+
+def readable(result: Transcription, punctuator: Any) -> Transcription:
+    """Punctuated, true-cased text; each word entry keeps its timing and becomes its display form."""
+    from streamer.readable import format_words
+
+    tokens = format_words(punctuator, result.text.split())
+    if [w.word.lower() for w in result.words] == [t.rstrip(".,?!").lower() for t in tokens]:
+        words = [Word(t, w.start, w.end, w.confidence) for w, t in zip(result.words, tokens, strict=True)]
+    else:
+        words = result.words
+    return Transcription(text=" ".join(tokens), words=words)
 
 
 def read_audio(file: str, sample_rate: int) -> np.ndarray:
@@ -174,11 +209,12 @@ def load_recognizer(
     quantize: str | None = None,
 ) -> Recognizer:
     """Load network and processor from one model directory (``None``: the embedded default model)."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    from model.quantize import resolve_dtype
+
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be 'int8' or absent, got {quantize!r}")
     torch_device = torch.device(device)
+    dtype = "float32" if quantize and dtype == "auto" else resolve_dtype(dtype, torch_device)
     if quantize and torch_device.type != "cpu":
         raise ValueError("--quantize int8 runs on the CPU only")
     directory = _resolve_model_dir(dir_or_id)

@@ -82,6 +82,12 @@ class App:
         self.vosk_server: Server | None = None
         self.mic = None
         self._mic_factory = mic_factory
+        # the punctuation model for streams that ask for readable finals; a bad path fails here, at startup
+        self.punctuator = None
+        if settings.format.readable:
+            from streamer.readable import load_punctuator
+
+            self.punctuator = load_punctuator(settings.format.punct_model)
 
     # ------------------------------------------------------------------ engine
     def _engine_stats(self) -> Any:

@@ -271,6 +271,11 @@ class ServerMetrics:
             "Delay from receiving the last audio an event covers to the event reaching the server loop.",
             ["type"],
         )
+        self.format_seconds = r.histogram(
+            "conformer_format_seconds",
+            "Time readable formatting added to a final (punctuation model and thread hop).",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
+        )
         self.vosk_late_replies = r.counter(
             "conformer_vosk_late_replies_total",
             "vosk replies sent before the engine caught up with the frame (server.vosk_reply_wait_s ran out).",

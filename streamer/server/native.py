@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from websockets.exceptions import ConnectionClosed
 
-from streamer.events import EndOfStream, StreamError, to_dict
+from streamer.events import EndOfStream, Final, StreamError, to_dict
+from streamer.readable import format_final
 
 from .protocol import (
     PROTOCOL_VERSION,
@@ -34,6 +36,7 @@ class NativeSession(Session):
         self.sender: asyncio.Task | None = None
         self.text_bucket = TokenBucket(self.limits.text_rate_per_s, self.limits.text_burst)
         self.frame_bucket = TokenBucket(self.limits.frame_rate_per_s, 2 * self.limits.frame_rate_per_s)
+        self.punctuator = None  # set from the start message's "format"
 
     async def run(self) -> None:
         try:
@@ -65,6 +68,8 @@ class NativeSession(Session):
             break
         assert command.start is not None
         self.bridge = self.open_bridge(command.start)
+        # readable finals when asked for and the server has the model; "ready" says which it is
+        self.punctuator = self.app.punctuator if command.start.format == "readable" else None
         await self.send_json(
             {
                 "type": "ready",
@@ -73,6 +78,7 @@ class NativeSession(Session):
                 "sample_rate": command.start.sample_rate,
                 "encoding": command.start.encoding,
                 "model": str(getattr(self.app.engine, "model_name", "")),
+                "format": "readable" if self.punctuator is not None else "raw",
             }
         )
         self.sender = asyncio.create_task(self._send_events())
@@ -166,6 +172,14 @@ class NativeSession(Session):
                 metrics.errors.inc(code=event.code)
             else:
                 metrics.events.inc(type=event.type)
+            if self.punctuator is not None and isinstance(event, Final):
+                # off the event loop: a few milliseconds of model per final must not stall other clients
+                started = time.perf_counter()
+                try:
+                    event = await asyncio.to_thread(format_final, event, self.punctuator)
+                    metrics.format_seconds.observe(time.perf_counter() - started)
+                except Exception:  # a formatting bug costs the caption its polish, never the stream
+                    log.exception("stream %s: formatting a final failed; sent raw", self.stream_id)
             await self.send_json(event_message(to_dict(event)))
 
     async def shutdown(self) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from streamer.readable import FORMATS
+
 PROTOCOL_VERSION = 1
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
@@ -82,6 +84,7 @@ class StartConfig:
     encoding: str = "pcm_s16le"
     partials: bool = True
     words: bool = True
+    format: str = "raw"  # finals: "raw" (as recognized) | "readable" (punctuated, true-cased)
 
     @property
     def sample_width(self) -> int:
@@ -133,7 +136,10 @@ def parse_start(obj: dict[str, Any]) -> StartConfig:
         if not isinstance(value, bool):
             raise ProtocolError("bad_message", f"{name} must be true or false, got {value!r}")
         flags[name] = value
-    return StartConfig(sample_rate=rate, encoding=encoding, **flags)
+    text_format = obj.get("format", "raw")
+    if text_format not in FORMATS:
+        raise ProtocolError("bad_message", f"format must be one of {', '.join(FORMATS)}, got {text_format!r}")
+    return StartConfig(sample_rate=rate, encoding=encoding, format=text_format, **flags)
 
 
 def parse_text(text: str, max_bytes: int = 65536) -> Command:

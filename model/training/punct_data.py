@@ -1,0 +1,264 @@
+"""Labelled examples for the punctuation and casing model, shaped like the recognizer's finals.
+
+Every example is what the daemon would hand the model (lower-case words, no marks, numbers spelled
+out, apostrophes kept) plus, per word, its case class and the mark after it, read off the original
+cased and punctuated text of a public-domain source:
+
+  training  — austen, kjv, fortunes, wordnet (``model.training.text``'s sources, original text);
+  held out  — Moby-Dick (r-cran-tokenizers' ``mobydick``, Project Gutenberg, public domain): a source
+              and an author the model never sees, used only by ``bench/bench_punctuation.py``.
+
+Marks are mapped onto the four the model writes: ``; : -- —`` become a comma (the reader's pause),
+``...`` a period. An utterance is 1-3 consecutive sentences of one paragraph; about one in ten is a
+fragment (a sentence cut where a pause could have split it), as the endpointer produces.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.punctuation import MARKS
+from model.training import text as text_sources
+
+MOBYDICK_RDATA = Path("/usr/lib/R/site-library/tokenizers/data/Rdata")
+MAX_WORDS = 48  # longer utterances are cut into fragments (finals rarely run past ~15 s)
+
+_ABBREV_DOT = re.compile(r"\b(Mr|Mrs|Dr|St|Messrs|Mt|Capt|Col|Gen|Lt|Sgt|Prof|Jr|Sr|Rev|Hon|No|vs)\.")
+_INITIAL_DOT = re.compile(r"\b([A-Z])\.(?=\s*[A-Z][.a-z])")
+_DASHES = re.compile(r"\s*(?:--+|\u2014|\u2013)\s*")
+_WORD = re.compile(r"[A-Za-z0-9\u00c0-\u024f]")
+
+
+@dataclass(frozen=True)
+class Example:
+    words: tuple[str, ...]  # lower case, as a final carries them
+    cases: tuple[int, ...]  # index into CASES
+    marks: tuple[int, ...]  # index into MARKS
+
+    def reference(self) -> str:
+        """The readable text this example stands for (``model.punctuation.render``)."""
+        from model.punctuation import render
+
+        return " ".join(render(self.words, self.cases, self.marks))
+
+
+def case_class(token: str) -> int:
+    """0 lower, 1 Capitalized, 2 ALL CAPS (two or more letters, all upper). Mixed case counts as its first letter."""
+    letters = [c for c in token if c.isalpha()]
+    if not letters:
+        return 0
+    if len(letters) > 1 and all(c.isupper() for c in letters):
+        return 2
+    return 1 if letters[0].isupper() else 0
+
+
+def mark_class(gap: str) -> int:
+    """The mark a reader would put for the punctuation between two words."""
+    if "?" in gap:
+        return MARKS.index("?")
+    if "!" in gap:
+        return MARKS.index("!")
+    if "." in gap:
+        return MARKS.index(".")
+    if any(c in gap for c in ",;:") or "--" in gap or "\u2014" in gap or "\u2013" in gap:
+        return MARKS.index(",")
+    return 0
+
+
+def label_sentence(sentence: str) -> Example | None:
+    """Words, cases and marks of one piece of original text; None if nothing speakable is left."""
+    s = _ABBREV_DOT.sub(r"\1", sentence)
+    s = _INITIAL_DOT.sub(r"\1", s)
+    s = _DASHES.sub(" -- ", s)
+    words: list[str] = []
+    cases: list[int] = []
+    marks: list[int] = []
+    for token in s.split():
+        if not _WORD.search(token):  # a lone mark ("--", "?"): it belongs to the word before
+            if marks:
+                marks[-1] = max(marks[-1], mark_class(token), key=_mark_rank)
+            continue
+        m = re.match(r"^(\W*)(.*?)(\W*)$", token)
+        assert m is not None
+        core, tail = m.group(2), m.group(3)
+        start = len(words)
+        # hyphenated and dashed compounds are spoken as separate words, each keeping its own case
+        for part in re.split(r"[-\u2010\u2011]+", core):
+            spoken = _speak(part)
+            if not spoken:
+                continue
+            cls = case_class(part) if re.search(r"[A-Za-z]", part) else 0
+            for w in spoken:
+                words.append(w)
+                cases.append(cls)
+                marks.append(0)
+        if len(words) > start:
+            marks[-1] = mark_class(tail)
+        elif marks:  # the token spoke nothing ("'"), its marks still count
+            marks[-1] = max(marks[-1], mark_class(tail), key=_mark_rank)
+    if not words:
+        return None
+    return Example(tuple(words), tuple(cases), tuple(marks))
+
+
+_PLAIN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
+_EXPANDED = {"mr", "mrs", "messrs", "vs", "etc", "jr", "sr", "capt", "col", "gen", "lt", "sgt"}
+
+
+def _speak(part: str) -> list[str]:
+    """The words a recognizer would write for one piece of a token (fast path for plain words)."""
+    if _PLAIN.fullmatch(part) and part.lower() not in _EXPANDED:
+        return [part.lower()]
+    return text_sources.normalize(part).lower().split()
+
+
+def _mark_rank(mark: int) -> int:
+    return ("", ",", ".", "!", "?").index(MARKS[mark])
+
+
+def _join(parts: list[Example]) -> Example:
+    return Example(
+        tuple(w for p in parts for w in p.words),
+        tuple(c for p in parts for c in p.cases),
+        tuple(m for p in parts for m in p.marks),
+    )
+
+
+def _cut(ex: Example, a: int, b: int) -> Example:
+    return Example(ex.words[a:b], ex.cases[a:b], ex.marks[a:b])
+
+
+def utterances(paragraphs: Iterable[list[str]], seed: int, fragment_rate: float = 0.1) -> Iterator[Example]:
+    """Group the sentences of each paragraph into finals of 1-3 sentences (or fragments)."""
+    rng = random.Random(seed)
+    for sentences in paragraphs:
+        labelled = [e for e in (label_sentence(s) for s in sentences) if e is not None]
+        i = 0
+        while i < len(labelled):
+            n = rng.choice((1, 1, 1, 2, 2, 3))
+            ex = _join(labelled[i : i + n])
+            i += n
+            if rng.random() < fragment_rate and len(ex.words) >= 6:
+                cut = rng.randint(2, len(ex.words) - 2)
+                yield from (_cut(ex, 0, cut), _cut(ex, cut, len(ex.words)))
+                continue
+            while len(ex.words) > MAX_WORDS:  # a long sentence: the endpointer splits it at a pause
+                cut = rng.randint(MAX_WORDS // 2, MAX_WORDS)
+                commas = [k + 1 for k in range(MAX_WORDS // 3, MAX_WORDS) if ex.marks[k] == 1]
+                if commas:
+                    cut = rng.choice(commas)
+                yield _cut(ex, 0, cut)
+                ex = _cut(ex, cut, len(ex.words))
+            yield ex
+
+
+# ------------------------------------------------------------------------------------------ sources
+
+
+def _paragraph_sentences(paragraph: str) -> list[str]:
+    return text_sources._split_sentences(paragraph)
+
+
+def austen_paragraphs() -> Iterator[list[str]]:
+    from model.training.rdata_lite import read_lazyload
+
+    for lines in read_lazyload(text_sources.AUSTEN_RDATA).values():
+        block: list[str] = []
+        for line in [*lines, ""]:
+            if line and line.strip():
+                block.append(line.strip())
+                continue
+            if block:
+                para = " ".join(block)
+                block = []
+                if re.match(r"^(CHAPTER|Chapter|VOLUME|Volume)\b", para) or para.isupper():
+                    continue
+                yield _paragraph_sentences(para)
+
+
+def kjv_paragraphs() -> Iterator[list[str]]:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["bible", "-f", "gen1:1-rev22:21"], capture_output=True, text=True, timeout=120, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return
+    for line in out.splitlines():
+        m = re.match(r"^\S+\d+:\d+\s+(.*)$", line)
+        if m:
+            # small capitals of the divine name are typography, not spoken emphasis
+            yield _paragraph_sentences(re.sub(r"\bLORD\b", "Lord", m.group(1)).replace("GOD", "God"))
+
+
+def fortune_paragraphs() -> Iterator[list[str]]:
+    for _source, sentence in text_sources.fortune_sentences():
+        if sentence.isupper() or re.search(r"[<>{}|\\/_=@#$%^*~]", sentence):
+            continue
+        yield [sentence]
+
+
+def wordnet_paragraphs() -> Iterator[list[str]]:
+    """WordNet's example phrases are mostly sentence-shaped but written without the capital and the
+    full stop; those that start with a lower-case word are given both, as a reader would."""
+    for _source, phrase in text_sources.wordnet_sentences():
+        phrase = phrase.strip()
+        if not phrase or not phrase[0].isalpha():
+            continue
+        if phrase[0].islower():
+            phrase = phrase[0].upper() + phrase[1:]
+        if phrase[-1] not in ".?!":
+            phrase += (
+                "?"
+                if re.match(r"(?i)(who|what|where|when|why|how|is|are|do|does|did|can|will)\b", phrase)
+                else "."
+            )
+        yield [phrase]
+
+
+def mobydick_paragraphs() -> Iterator[list[str]]:
+    """Moby-Dick by Herman Melville (1851), the held-out source: chapters' prose paragraphs only."""
+    from model.training.rdata_lite import read_lazyload
+
+    text = read_lazyload(MOBYDICK_RDATA)["mobydick"][0]
+    start = text.find("CHAPTER 1. Loomings.")
+    end = text.find("End of Project Gutenberg", start)
+    body = text[start : end if end > 0 else None]
+    for para in re.split(r"\n\s*\n", body):
+        para = " ".join(para.split())
+        if not para or para.isupper() or re.match(r"^(CHAPTER|Epilogue|\*)", para):
+            continue
+        yield _paragraph_sentences(para)
+
+
+TRAIN_SOURCES = {
+    "austen": austen_paragraphs,
+    "kjv": kjv_paragraphs,
+    "fortunes": fortune_paragraphs,
+    "wordnet": wordnet_paragraphs,
+}
+HELDOUT_SOURCES = {"mobydick": mobydick_paragraphs}
+
+
+def training_examples(seed: int = 1) -> list[Example]:
+    """All training utterances, with every evaluation sentence of the recognizer removed
+    (``text.EvalFilter``: eval/real, Harvard sentences, JFK)."""
+    evaluation = text_sources.EvalFilter(text_sources.evaluation_sentences())
+    out: list[Example] = []
+    for k, source in enumerate(TRAIN_SOURCES.values()):
+        for ex in utterances(source(), seed=seed + k):
+            if not evaluation.overlaps(" ".join(ex.words).upper()):
+                out.append(ex)
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def heldout_examples(seed: int = 7, limit: int | None = None) -> list[Example]:
+    out = list(utterances(mobydick_paragraphs(), seed=seed))
+    random.Random(seed).shuffle(out)
+    return out[:limit] if limit else out

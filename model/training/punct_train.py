@@ -1,0 +1,306 @@
+"""Train the punctuation and casing model (``model.punctuation``) on CPU from the training sources."""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.punctuation import (
+    MARKS,
+    N_GRAMS,
+    N_LEX_FEATURES,
+    Featurizer,
+    Lexicon,
+    PunctConfig,
+    PunctModel,
+    consistent,
+    save,
+    size_bytes,
+)
+from model.training import punct_data
+from model.training.punct_eval import Scores
+
+log = logging.getLogger("streamer.punct")
+
+SIZES = {
+    "small": PunctConfig(vocab_size=8000, dim=64, hidden=64, layers=1, char_buckets=4096),
+    "large": PunctConfig(vocab_size=16000, dim=96, hidden=128, layers=1, char_buckets=8192),
+    "cnn-small": PunctConfig(vocab_size=8000, dim=64, hidden=96, layers=4, char_buckets=4096, arch="cnn"),
+    "cnn-large": PunctConfig(vocab_size=16000, dim=96, hidden=160, layers=4, char_buckets=8192, arch="cnn"),
+}
+WORDLIST = Path("/usr/share/dict/american-english")
+MARK_WEIGHTS = [1.0, 2.0, 1.0, 4.0, 2.0]  # none . , ? !
+_SENTENCE_END = {MARKS.index("."), MARKS.index("?"), MARKS.index("!")}
+
+
+def load_examples(cache: Path | None) -> list[punct_data.Example]:
+    if cache is not None and cache.exists():
+        with cache.open("rb") as f:
+            return pickle.load(f)
+    t0 = time.monotonic()
+    examples = punct_data.training_examples()
+    log.info("%d training utterances in %.0f s", len(examples), time.monotonic() - t0)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with cache.open("wb") as f:
+            pickle.dump(examples, f)
+    return examples
+
+
+def build_lexicon(examples: list[punct_data.Example], wordlist: Path = WORDLIST) -> Lexicon:
+    """Mid-sentence case counts (a word that does not start a sentence keeps its own case) + wamerican."""
+    counts: dict[str, list[int]] = {}
+    for ex in examples:
+        for i, (w, c) in enumerate(zip(ex.words, ex.cases, strict=True)):
+            if i == 0 or ex.marks[i - 1] in _SENTENCE_END or w == "i":
+                continue
+            counts.setdefault(w, [0, 0, 0, 0])[c] += 1
+    if wordlist.exists():
+        for entry in wordlist.read_text(errors="replace").split():
+            if entry.endswith("'s"):
+                continue
+            w = entry.lower()
+            if not w.isascii():
+                continue
+            counts.setdefault(w, [0, 0, 0, 0])[3] |= 2 if entry[0].isupper() else 1
+    return Lexicon({w: tuple(v) for w, v in counts.items()})  # type: ignore[misc]
+
+
+def build_vocab(examples: list[punct_data.Example], size: int) -> list[str]:
+    freq = Counter(w for ex in examples for w in ex.words)
+    return ["<pad>", "<unk>"] + [w for w, _ in freq.most_common(size - 2)]
+
+
+class Encoded:
+    """The utterances featurized once: a table of distinct words and, per utterance, indices into it."""
+
+    def __init__(self, examples: list[punct_data.Example], featurizer: Featurizer) -> None:
+        table: dict[str, int] = {"": 0}
+        self.rows = [
+            np.array([table.setdefault(w, len(table)) for w in e.words], dtype=np.int64) for e in examples
+        ]
+        words = list(table)
+        feats = [featurizer.word(w) for w in words[1:]]
+        self.ids = torch.tensor([0] + [f[0] for f in feats])  # (U,)
+        self.grams = torch.tensor([[0] * N_GRAMS] + [f[1] for f in feats])  # (U, 6)
+        self.lex = torch.tensor([[0.0] * N_LEX_FEATURES] + [f[2] for f in feats])  # (U, 8)
+        self.cases = [np.array(e.cases, dtype=np.int64) for e in examples]
+        self.marks = [np.array(e.marks, dtype=np.int64) for e in examples]
+
+    def batch(self, group: list[int]) -> tuple[torch.Tensor, ...]:
+        """Model inputs (B, T, ...) and targets (B, T) of the utterances ``group`` (-100 = padding)."""
+        t = max(len(self.rows[i]) for i in group)
+        index = np.zeros((len(group), t), dtype=np.int64)
+        cases = np.full((len(group), t), -100, dtype=np.int64)
+        marks = np.full((len(group), t), -100, dtype=np.int64)
+        for k, i in enumerate(group):
+            n = len(self.rows[i])
+            index[k, :n], cases[k, :n], marks[k, :n] = self.rows[i], self.cases[i], self.marks[i]
+        idx = torch.from_numpy(index)
+        lengths = torch.tensor([len(self.rows[i]) for i in group])
+        inputs = (self.ids[idx], self.grams[idx], self.lex[idx], lengths)
+        return inputs, torch.from_numpy(cases), torch.from_numpy(marks)
+
+
+def _batches(lengths: list[int], batch_words: int, rng: random.Random) -> list[list[int]]:
+    """Batches of utterances of (nearly) equal length, about ``batch_words`` words each, shuffled."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    batches, current, longest = [], [], 0
+    for i in order:
+        longest = max(longest, lengths[i])
+        if current and longest * (len(current) + 1) > batch_words:
+            batches.append(current)
+            current, longest = [], lengths[i]
+        current.append(i)
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+@torch.inference_mode()
+def predict_all(model: PunctModel, data: Encoded) -> list[tuple[list[int], list[int]]]:
+    """Case and mark classes of every utterance, batched (the same decisions as ``Punctuator.predict``)."""
+    model.eval()
+    out: list[tuple[list[int], list[int]]] = [([], [])] * len(data.rows)
+    for group in _batches([len(r) for r in data.rows], 4096, random.Random(0)):
+        inputs, _, _ = data.batch(group)
+        case_logits, mark_logits = model(*inputs)
+        mark_logits = mark_logits + torch.tensor(model.config.mark_bias)
+        cases, marks = case_logits.argmax(-1).tolist(), mark_logits.argmax(-1).tolist()
+        for k, i in enumerate(group):
+            n = len(data.rows[i])
+            out[i] = consistent(["?"] * n, cases[k][:n], marks[k][:n])
+    return out
+
+
+def dev_scores(model: PunctModel, data: Encoded, examples: list[punct_data.Example]) -> dict[str, float]:
+    s = Scores()
+    for ex, (cases, marks) in zip(examples, predict_all(model, data), strict=True):
+        s.add(ex.words, ex.cases, ex.marks, cases, marks)
+    return s.summary()
+
+
+def train(
+    size: str,
+    out: Path,
+    minutes: float = 20.0,
+    cache: Path | None = None,
+    seed: int = 1,
+    batch_words: int = 6144,
+    lr: float = 4e-3,
+    init: Path | None = None,
+) -> dict:
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    config = SIZES[size]
+    examples = load_examples(cache)
+    dev, train_set = examples[:3000], examples[3000:]
+    vocab = build_vocab(train_set, config.vocab_size)
+    lexicon = build_lexicon(train_set)
+    featurizer = Featurizer(vocab, lexicon, config)
+    data, dev_data = Encoded(train_set, featurizer), Encoded(dev, featurizer)
+    model = PunctModel(config)
+    if init is not None:  # continue from a saved model (same size, same training text)
+        from safetensors.torch import load_file
+
+        model.load_state_dict({k: v.float() for k, v in load_file(str(init / "model.safetensors")).items()})
+    log.info(
+        "%s: %d parameters (%.2f MB float16), %d training utterances, %d words",
+        size,
+        sum(p.numel() for p in model.parameters()),
+        size_bytes(model) / 1e6,
+        len(train_set),
+        sum(len(e.words) for e in train_set),
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    case_loss = nn.CrossEntropyLoss(ignore_index=-100)
+    # the rarer sentence marks count more, so that they are learnt within a CPU budget of minutes
+    mark_loss = nn.CrossEntropyLoss(ignore_index=-100, weight=torch.tensor(MARK_WEIGHTS))
+    t0 = time.monotonic()
+    budget = 60 * minutes
+    step, epoch, best, best_state = 0, 0, -1.0, None
+    lengths = [len(r) for r in data.rows]
+    while time.monotonic() - t0 < budget:
+        epoch += 1
+        for group in _batches(lengths, batch_words, rng):
+            elapsed = time.monotonic() - t0
+            if elapsed >= budget:
+                break
+            model.train()
+            inputs, case_t, mark_t = data.batch(group)
+            case_logits, mark_logits = model(*inputs)
+            loss = case_loss(case_logits.flatten(0, 1), case_t.flatten()) + mark_loss(
+                mark_logits.flatten(0, 1), mark_t.flatten()
+            )
+            for g in optimizer.param_groups:  # cosine decay over the time budget
+                g["lr"] = lr * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * elapsed / budget)))
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            if step % 50 == 0:
+                log.info("epoch %d step %d loss %.4f (%.0f s)", epoch, step, loss.item(), elapsed)
+            if step % 150 == 0:
+                best, best_state = _checkpoint(model, dev_data, dev, best, best_state, step)
+    best, best_state = _checkpoint(model, dev_data, dev, best, best_state, step)
+    model.load_state_dict(best_state)
+    model.eval()
+    model.config.mark_bias = calibrate(model, dev_data, dev)
+    extra = {
+        "size": size,
+        "trained_steps": step,
+        "epochs": epoch,
+        "train_minutes": round((time.monotonic() - t0) / 60, 1),
+        "continued_from": str(init) if init else None,
+        "train_utterances": len(train_set),
+        "dev": {k: round(v, 4) for k, v in dev_scores(model, dev_data, dev).items()},
+    }
+    save(model, vocab, lexicon, out, extra)
+    log.info("saved %s: dev %s", out, extra["dev"])
+    return extra
+
+
+@torch.inference_mode()
+def calibrate(model: PunctModel, data: Encoded, examples: list[punct_data.Example]) -> tuple[float, ...]:
+    """Per-mark logit offsets that maximize the F1 of . , ? (and a little of !) on the development set.
+
+    Cross-entropy training leaves rare marks under-predicted; shifting their logits is the usual
+    threshold choice, made on held-back training text (never on the evaluation sets).
+    """
+    model.eval()
+    logits: list[np.ndarray] = [np.zeros(0)] * len(data.rows)
+    for group in _batches([len(r) for r in data.rows], 4096, random.Random(0)):
+        inputs, _, _ = data.batch(group)
+        _, mark_logits = model(*inputs)
+        for k, i in enumerate(group):
+            logits[i] = mark_logits[k, : len(data.rows[i])].numpy()
+    flat = np.concatenate(logits)  # (N, 5)
+    ref = np.concatenate([np.array(e.marks) for e in examples])
+
+    def objective(bias: np.ndarray) -> float:
+        hyp = (flat + bias).argmax(-1)
+        f1 = []
+        for m in range(1, len(MARKS)):
+            tp = int(((hyp == m) & (ref == m)).sum())
+            wrong = int(((hyp == m) != (ref == m)).sum())
+            f1.append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
+        return f1[0] + f1[1] + f1[2] + 0.2 * f1[3]
+
+    bias = np.zeros(len(MARKS), dtype=np.float32)
+    best = objective(bias)
+    for _ in range(2):  # coordinate ascent over the marks
+        for m in range(1, len(MARKS)):
+            for value in (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0):
+                trial = bias.copy()
+                trial[m] = value
+                score_ = objective(trial)
+                if score_ > best:
+                    best, bias = score_, trial
+    log.info("calibrated mark offsets %s (dev objective %.4f)", bias.round(2).tolist(), best)
+    return tuple(float(x) for x in bias)
+
+
+def calibrate_saved(model_dir: Path, cache: Path | None) -> dict:
+    """Calibrate a saved model in place (its config.json gets ``mark_bias`` and fresh dev figures)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    config = PunctConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
+    config.mark_bias = (0.0,) * len(MARKS)
+    model = PunctModel(config)
+    model.load_state_dict({k: v.float() for k, v in load_file(str(model_dir / "model.safetensors")).items()})
+    examples = load_examples(cache)
+    dev = examples[:3000]
+    vocab = (model_dir / "vocab.txt").read_text().split("\n")[: config.vocab_size]
+    featurizer = Featurizer(vocab, Lexicon.load(model_dir / "lexicon.tsv.gz"), config)
+    dev_data = Encoded(dev, featurizer)
+    model.config.mark_bias = calibrate(model, dev_data, dev)
+    meta = json.loads((model_dir / "config.json").read_text())
+    meta["mark_bias"] = list(model.config.mark_bias)
+    meta["dev"] = {k: round(v, 4) for k, v in dev_scores(model, dev_data, dev).items()}
+    (model_dir / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _checkpoint(model, dev_data, dev, best, best_state, step):
+    s = dev_scores(model, dev_data, dev)
+    # one number to select on: the Must figures, case accuracy scaled to matter as much as the F1s
+    value = s["period_f1"] + s["comma_f1"] + s["question_f1"] + 10 * s["case_accuracy"]
+    log.info("step %d dev %s", step, {k: round(v, 4) for k, v in s.items()})
+    if value > best:
+        best = value
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return best, best_state

@@ -1,0 +1,66 @@
+"""bf16 and "auto" as CPU modes of the engine and `transcribe`; float16 refused on CPU at startup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model import cpu_fast_path
+from streamer import cli
+from streamer.engine import RecognitionEngine
+from streamer.server.testing import test_settings
+
+DATA = Path(__file__).parent / "data"
+
+
+def engine_for(model_dir: Path, dtype: str, quantize: str | None = None) -> RecognitionEngine:
+    settings = test_settings(model_dir)
+    settings.model.dtype = dtype
+    settings.model.quantize = quantize
+    return RecognitionEngine(settings)
+
+
+def windows(seconds: float = 1.0, batch: int = 2) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((batch, int(seconds * 16000))).astype(np.float32)
+
+
+def test_bfloat16_engine_runs_on_cpu_close_to_float32(model_dir: Path) -> None:
+    fp32 = engine_for(model_dir, "float32")
+    bf16 = engine_for(model_dir, "bfloat16")
+    assert bf16.runner.dtype == torch.bfloat16 and bf16.model.dtype == torch.bfloat16
+    expected, actual = fp32.runner(windows()), bf16.runner(windows())
+    assert actual.dtype == np.float32 and actual.shape == expected.shape
+    # bf16 keeps 8 bits of mantissa: log-probabilities drift by a few hundredths, not by whole units
+    assert 0 < np.abs(actual - expected).max() < 0.5
+    finals = bf16.transcribe_stream(windows(3.0, 1)[0], 1600)
+    assert isinstance(finals, list)
+
+
+def test_float16_on_cpu_fails_at_startup(model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="CUDA"):
+        engine_for(model_dir, "float16")
+    with pytest.raises(ValueError, match="dtype"):
+        engine_for(model_dir, "half")
+
+
+@pytest.mark.parametrize("bf16_hardware", [True, False])
+def test_auto_dtype_picks_bf16_only_on_bf16_hardware(model_dir: Path, monkeypatch, bf16_hardware) -> None:
+    monkeypatch.setattr(cpu_fast_path, "native_bf16", lambda: bf16_hardware)
+    monkeypatch.setattr("model.quantize.native_bf16", lambda: bf16_hardware)
+    engine = engine_for(model_dir, "auto")
+    expected = torch.bfloat16 if bf16_hardware else torch.float32
+    assert engine.runner.dtype == expected and engine.model.dtype == expected
+    assert engine_for(model_dir, "auto", quantize="int8").runner.dtype == torch.float32
+
+
+def test_transcribe_cli_accepts_auto_and_bfloat16(model_dir: Path, capsys) -> None:
+    wav = str(DATA / "hello_world.wav")
+    for dtype in ("auto", "bfloat16"):
+        assert (
+            cli.main(["transcribe", "--model", str(model_dir), "--dtype", dtype, "--decoder", "greedy", wav])
+            == 0
+        )
+    assert len(capsys.readouterr().out.splitlines()) == 2
