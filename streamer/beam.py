@@ -149,6 +149,8 @@ class UtteranceBeamSearch:
             beam_width=settings.beam_width,
             blank=vocab.raw_tokens[vocab.blank_id],
             delimiter=vocab.raw_tokens[vocab.delimiter_id] if vocab.delimiter_id >= 0 else "|",
+            unknown_word_score=settings.unknown_word_score,
+            min_word_confidence=settings.min_word_confidence,
         )
 
     def decode_utterance(

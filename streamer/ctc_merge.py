@@ -138,6 +138,7 @@ class CtcMerger:
         self.utt_first_frame: int | None = None  # frame of the open utterance's first character
         self._saved: list[np.ndarray] = []  # open utterance's frame log-probs (beam search)
         self._saved_from = 0
+        self._width = len(vocab.raw_tokens)  # log-prob columns (the model's output size once seen)
         self.next_frame = 0
         # (end frame) -> may the open utterance end here? Asked when the endpointer ends one on silence;
         # a grammar keeps an utterance open while its best reading is the middle of a phrase.
@@ -172,6 +173,12 @@ class CtcMerger:
         if log_probs is None:
             ids = [vocab.blank_id] * count
             probs = [1.0] * count
+            if self.keep_log_probs and self.tokens:  # an open utterance spans gated frames: blanks for it
+                if not self._saved:
+                    self._saved_from = first_frame
+                blanks = np.full((count, self._width), -1e4, dtype=np.float32)
+                blanks[:, vocab.blank_id] = 0.0
+                self._saved.append(blanks)
         else:
             log_probs = log_probs[:count]
             best = log_probs.argmax(axis=1)
@@ -181,6 +188,7 @@ class CtcMerger:
                 if not self._saved:
                     self._saved_from = first_frame
                 self._saved.append(np.array(log_probs, dtype=np.float32))
+                self._width = log_probs.shape[1]
         done: list[Utterance] = []
         silent = vocab.silent
         blank, delim = vocab.blank_id, vocab.delimiter_id
@@ -208,6 +216,10 @@ class CtcMerger:
                 ):
                     done.append(self._close(frame + 1))
         self.prev = prev
+        if not self.tokens:
+            # No open utterance: the next one starts at a later frame. Saved frames stay contiguous from
+            # there (gated windows add none) and memory stays bounded through long non-speech.
+            self._saved = []
         return done
 
     def finish(self) -> Utterance | None:

@@ -4,8 +4,10 @@ The CTC model labels each 20 ms frame; a frame is *speech* when its best label i
 blank, not the word delimiter ``|``). An open utterance (one that has emitted a character) ends after
 ``min_silence_s`` of consecutive non-speech frames. An utterance that has run ``max_utterance_s`` ends at
 the next word boundary (a delimiter just emitted), or unconditionally at 1.25x the limit, so captions
-and memory stay bounded even when the speaker never pauses. The energy gate (``streamer.windowing``)
-is the cheap first stage: gated windows arrive here as all-blank frames.
+and memory stay bounded even when the speaker never pauses. The speech gate (``streamer.vad``, Silero
+VAD) or the energy gate (``streamer.windowing``) is the cheap first stage: gated windows arrive here as
+all-blank frames, so an utterance closes ``min_silence_s`` into the VAD's silence, and a window the gate
+knows to be silent comes without waiting for its look-ahead.
 """
 
 from __future__ import annotations

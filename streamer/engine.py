@@ -5,7 +5,8 @@ Data path, top to bottom (each stage only talks to the next one):
     accept(bytes|array) -> pcm.PcmDecoder        validate, decode, resample to 16 kHz
                         -> ring_buffer.RingBuffer bounded per-stream samples
                         -> windowing.Chunker      [left | chunk | look-ahead] windows on the frame grid,
-                                                  normalization, energy gate
+                                                  normalization, speech gate (vad.SpeechGate, fed on
+                                                  arrival) or energy gate
                         -> scheduler.BatchScheduler one worker thread, cross-stream batches
                         -> ctc_merge.CtcMerger    seam-exact CTC collapse, endpointing, words
                         -> on_event(Partial | Final | StreamError | EndOfStream)
@@ -76,6 +77,7 @@ from streamer.offline import offline_windows
 from streamer.pcm import MODEL_SAMPLE_RATE, AudioFormatError, PcmDecoder, check_encoding, check_sample_rate
 from streamer.ring_buffer import RingBuffer
 from streamer.scheduler import BatchScheduler, FeatureCache, ModelRunner
+from streamer.vad import GateSettings, make_gate, resolve_vad
 from streamer.windowing import NORMALIZATION_EPSILON, Chunker, FrameGeometry, Window, WindowLayout
 
 __all__ = ["AudioFormatError", "EngineStats", "RecognitionEngine", "RecognitionStream", "load_model"]
@@ -92,7 +94,7 @@ class EngineStats:
     compute_seconds: float  # wall time spent in model forwards
     batches: int
     windows: int  # windows run through the model
-    gated_windows: int  # windows skipped by the energy gate
+    gated_windows: int  # windows skipped by the speech (or energy) gate
     queue_depth: int  # streams with a window waiting for the model
     queued_audio_seconds: float  # audio received but not yet windowed, all streams
     overloads: int
@@ -182,6 +184,7 @@ class RecognitionStream:
             max(int(s.streaming.buffer_s * MODEL_SAMPLE_RATE), engine.layout.window * 2)
         )
         gate = s.endpoint.energy_gate_dbfs
+        self._speech_gate = make_gate(engine.vad, engine.gate_settings)
         self._chunker = Chunker(
             engine.geometry,
             engine.layout,
@@ -189,6 +192,7 @@ class RecognitionStream:
             normalization=s.streaming.normalization,
             energy_gate_dbfs=None if gate is None or math.isinf(gate) else gate,
             cache_features=engine.cache_features,
+            speech_gate=self._speech_gate,
         )
         self.features = FeatureCache()
         frame_s = engine.geometry.stride / MODEL_SAMPLE_RATE
@@ -316,12 +320,16 @@ class RecognitionStream:
             dropped = self._chunker.queued_samples + len(samples) - keep
             buf.skip_to(buf.end)
             self._chunker.restart_at(buf.end)
+            if self._speech_gate is not None:
+                self._speech_gate.restart(buf.end)
             samples = samples[len(samples) - keep :]
             self._notices.append(
                 ("overload", (self._chunker.generation, buf.end, dropped / MODEL_SAMPLE_RATE))
             )
             self.engine._overload()
         buf.append(samples)
+        if self._speech_gate is not None:  # the VAD runs here, as audio arrives, and costs no model time
+            self._speech_gate.feed(samples)
         self._arrivals.append((buf.end, now))
 
     def _arrival_of(self, index: int) -> float:
@@ -524,8 +532,11 @@ class RecognitionEngine:
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
 
     def set_streaming(self, streaming: StreamingSettings) -> None:
-        """Window layout and normalization for streams opened from now on (benchmarks sweep these)."""
+        """Window layout, normalization and speech gate for streams opened from now on (benchmarks sweep
+        these)."""
         self.settings.streaming = streaming
+        self.gate_settings = GateSettings.from_settings(self.settings)  # validates the vad_* options
+        self.vad = resolve_vad(streaming.vad)  # the speech gate streams get: "silero" | "energy"
         self.layout = WindowLayout.from_seconds(
             self.geometry, streaming.left_context_s, streaming.chunk_s, streaming.lookahead_s
         )

