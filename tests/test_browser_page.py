@@ -232,6 +232,7 @@ def test_page_streams_fake_mic_and_shows_captions(browser, sentence_wav):
             "encoding": "pcm_s16le",
             "partials": True,
             "words": True,
+            "format": "readable",  # captions are for people: punctuated, true-cased finals
         }
         _save(b, "browser_fake_running.png")
         # 16 kHz s16: the bytes received match the wall-clock time the page has been streaming

@@ -124,7 +124,7 @@ def test_list_devices_runs():
 def test_standalone_with_a_bad_model_or_decoder_says_why(noise_wav, tmp_path):
     for args, reason in (
         (["--model.path", str(tmp_path / "missing")], "cannot start the recognizer"),
-        (["--decoder.method", "viterbi"], "decoder method must be one of"),
+        (["--decoder.method", "viterbi"], "bad value for decoder.method"),
     ):
         proc = _caption(["--standalone", *args, "--file", str(noise_wav), "--speed", "0"])
         _, err = proc.communicate(timeout=120)
