@@ -12,6 +12,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the package may not be pip-installed in a fresh checkout
     sys.path.insert(0, str(ROOT))
 
+
+def shipped_model_dir() -> Path | None:
+    """The embedded default model's directory when its weights are in the checkout, else None (test modules
+    that need the trained model skip without it)."""
+    from model import default_model_dir
+
+    path = Path(default_model_dir())
+    return path if (path / "config.json").is_file() else None
+
+
 TINY_MODEL_KWARGS: dict[str, Any] = {
     "vocab_size": 12,
     "hidden_size": 32,

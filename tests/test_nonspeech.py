@@ -19,25 +19,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shipped_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 SPEECH = DATA / "hello_world.wav"
 
 
-def _model_dir() -> Path | None:
-    try:
-        from model import default_model_dir
-    except ImportError:
-        return None
-    path = Path(default_model_dir())
-    return path if (path / "config.json").is_file() else None
-
-
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("sox") is None, reason="sox generates the signals"),
-    pytest.mark.skipif(_model_dir() is None, reason="the embedded model is not shipped"),
+    pytest.mark.skipif(shipped_model_dir() is None, reason="the embedded model is not shipped"),
 ]
 
 SECONDS = 6

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shipped_model_dir
 
 from streamer.config import Settings
 from streamer.engine import RecognitionEngine
@@ -27,20 +28,11 @@ from streamer.events import Final
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _model_dir() -> Path | None:
-    try:
-        from model import default_model_dir
-    except ImportError:
-        return None
-    path = Path(default_model_dir())
-    return path if (path / "config.json").is_file() else None
-
-
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(1800),  # the module's fixtures stream minutes of audio on 2 cores
     pytest.mark.skipif(
-        _model_dir() is None, reason="the embedded model (model/pretrained/en-small) is missing"
+        shipped_model_dir() is None, reason="the embedded model (model/pretrained/en-small) is missing"
     ),
     pytest.mark.skipif(
         not (shutil.which("espeak-ng") or shutil.which("flite")), reason="no speech synthesizer"

@@ -181,19 +181,9 @@ def austen_paragraphs() -> Iterator[list[str]]:
 
 
 def kjv_paragraphs() -> Iterator[list[str]]:
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["bible", "-f", "gen1:1-rev22:21"], capture_output=True, text=True, timeout=120, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return
-    for line in out.splitlines():
-        m = re.match(r"^\S+\d+:\d+\s+(.*)$", line)
-        if m:
-            # small capitals of the divine name are typography, not spoken emphasis
-            yield _paragraph_sentences(re.sub(r"\bLORD\b", "Lord", m.group(1)).replace("GOD", "God"))
+    for verse in text_sources.kjv_verses():
+        # small capitals of the divine name are typography, not spoken emphasis
+        yield _paragraph_sentences(re.sub(r"\bLORD\b", "Lord", verse).replace("GOD", "God"))
 
 
 def fortune_paragraphs() -> Iterator[list[str]]:

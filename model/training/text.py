@@ -313,7 +313,9 @@ def austen_sentences() -> Iterator[tuple[str, str]]:
                     yield f"austen/{book}", s
 
 
-def kjv_sentences() -> Iterator[tuple[str, str]]:
+def kjv_verses() -> Iterator[str]:
+    """The verses of the King James Bible as written (``bible-kjv``), without their references; none when
+    the package is missing."""
     try:
         out = subprocess.run(
             ["bible", "-f", "gen1:1-rev22:21"], capture_output=True, text=True, timeout=120, check=True
@@ -323,8 +325,13 @@ def kjv_sentences() -> Iterator[tuple[str, str]]:
     for line in out.splitlines():
         m = re.match(r"^\S+\d+:\d+\s+(.*)$", line)
         if m:
-            for s in _split_sentences(m.group(1)):
-                yield "kjv", s
+            yield m.group(1)
+
+
+def kjv_sentences() -> Iterator[tuple[str, str]]:
+    for verse in kjv_verses():
+        for s in _split_sentences(verse):
+            yield "kjv", s
 
 
 def wordnet_sentences() -> Iterator[tuple[str, str]]:
