@@ -82,5 +82,7 @@ def test_dev_set_is_read_augmented_and_a_weight_grid_gives_one_decoder_each(tmp_
     args = ["evaluate", "--sets", "dev", "--decoder", "beam", "--alpha", "0,2", "--beta", "0.5"]
     assert cli.main([*args, "--lm", "none", "--threads", "1", "--json", str(out_json)]) == 0
     result = json.loads(out_json.read_text())["dev"]
-    assert sorted(result["rates"]) == ["a0/b0.5", "a2/b0.5"]
-    assert all(set(row) >= {"a0/b0.5", "a2/b0.5"} for row in result["items"])
+    # one decoder per (alpha, beta); unknown-word score and letter-confidence floor at their defaults
+    labels = {"a0/b0.5/u-20/c0.4", "a2/b0.5/u-20/c0.4"}
+    assert sorted(result["rates"]) == sorted(labels)
+    assert all(set(row) >= labels for row in result["items"])
