@@ -106,7 +106,9 @@ def test_sigterm_finishes_open_utterances_then_exits_0(model_dir, tmp_path):
     proc = subprocess.Popen(
         ["sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh",
          sys.executable, "-m", "streamer.cli", "serve", "--vosk-port", "0", "--model", str(model_dir),
-         "--batching.max_wait_ms", "5", "--model.threads", "1"],
+         "--batching.max_wait_ms", "5", "--model.threads", "1",
+         # the random tiny model is fed noise: the energy gate lets it through, Silero (rightly) would not
+         "--streaming.vad", "energy"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         pass_fds=(3,), preexec_fn=lambda: os.dup2(listener.fileno(), 3),
     )  # fmt: skip
