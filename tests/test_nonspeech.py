@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import shipped_model_dir
+
+from streamer.server.testing import wait_until_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
@@ -95,12 +95,7 @@ def test_daemon_emits_no_words_for_non_speech(signals: dict[str, Path]) -> None:
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        line = ""
-        deadline = time.monotonic() + 240  # model import + load, on a busy machine
-        while "listening on" not in line and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, proc.stderr.read()
-        port = int(re.findall(r"127\.0\.0\.1:(\d+)", line)[0])
+        port = wait_until_listening(proc)[0]
 
         async def one(path: Path, slots: asyncio.Semaphore) -> list[dict]:
             events: list[dict] = []

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from streamer import cli
 from streamer.commands import serve
-from streamer.server.testing import make_tiny_model
+from streamer.server.testing import make_tiny_model, wait_until_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(300)
@@ -114,13 +112,8 @@ def test_sigterm_finishes_open_utterances_then_exits_0(model_dir, tmp_path):
     )  # fmt: skip
     listener.close()
     try:
-        line = ""
-        deadline = time.monotonic() + 240  # model import + load, on a busy machine
-        while "listening on" not in line and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, proc.stderr.read()
-        ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", line)]
-        assert len(ports) == 2 and ports[0] == activated_port, line
+        ports = wait_until_listening(proc)
+        assert len(ports) == 2 and ports[0] == activated_port, ports
         states = []
         while True:
             try:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import tempfile
+import time
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,6 +39,17 @@ TINY_CONFIG: dict = {
     "do_stable_layer_norm": True,
     "pad_token_id": 0,
 }
+
+
+def wait_until_listening(proc: subprocess.Popen, timeout_s: float = 240.0) -> list[int]:
+    """The 127.0.0.1 ports a ``conformer-streamer serve`` subprocess (text-mode stdout) prints on its
+    "listening on" line; the default wait covers model import and load on a busy 2-core machine."""
+    line = ""
+    deadline = time.monotonic() + timeout_s
+    while "listening on" not in line and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, proc.stderr.read()
+    return [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", line)]
 
 
 def make_tiny_model(directory: str | Path, seed: int = 0) -> Path:
