@@ -35,6 +35,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from streamer.config import StreamingSettings, options
+
 log = logging.getLogger(__name__)
 
 VAD_FRAME = 512  # samples per Silero frame at 16 kHz (fixed by the model)
@@ -111,10 +113,13 @@ class GateSettings:
     floor_dbfs: float | None = -60.0  # frames quieter than this are non-speech without running Silero
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"streaming.vad_threshold must be in (0, 1], got {self.threshold}")
-        if not 0.0 <= self.pad_s <= 5.0:
-            raise ValueError(f"streaming.vad_pad_s must be in [0, 5] seconds, got {self.pad_s}")
+        # the bounds are the settings' own (streamer.config declares them once), also for direct construction
+        declared = options(StreamingSettings)
+        for name, value in (("vad_threshold", self.threshold), ("vad_pad_s", self.pad_s)):
+            try:
+                declared[name].check(value)
+            except ValueError as exc:
+                raise ValueError(f"streaming.{name}: {exc}") from None
 
     @classmethod
     def from_settings(cls, settings: Any) -> GateSettings:
