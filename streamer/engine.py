@@ -54,11 +54,14 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from streamer.backend import backend_for
 from streamer.config import ModelSettings, Settings, StreamingSettings
 from streamer.ctc_merge import CtcMerger, Utterance, Vocabulary
 from streamer.endpointing import Endpointer
@@ -76,7 +79,7 @@ from streamer.grammar import (
 from streamer.offline import offline_windows
 from streamer.pcm import MODEL_SAMPLE_RATE, AudioFormatError, PcmDecoder, check_encoding, check_sample_rate
 from streamer.ring_buffer import RingBuffer
-from streamer.scheduler import BatchScheduler, FeatureCache, ModelRunner
+from streamer.scheduler import BatchScheduler, FeatureCache
 from streamer.vad import GateSettings, make_gate, resolve_vad
 from streamer.windowing import NORMALIZATION_EPSILON, Chunker, FrameGeometry, Window, WindowLayout
 
@@ -158,6 +161,25 @@ def model_dtype(ms: ModelSettings) -> str:
 # -- streams ---------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class OverloadDrop:
+    """drop_oldest overload: the queued audio was dropped; segment ``generation`` starts at ``origin``."""
+
+    generation: int
+    origin: int  # absolute sample index
+    dropped_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class OverloadClose:
+    """close overload: the stream ends with a fatal error."""
+
+    message: str
+
+
+Notice = OverloadDrop | OverloadClose  # what the client side tells the worker, in order
+
+
 class RecognitionStream:
     """One audio stream. Create with :meth:`RecognitionEngine.open_stream`."""
 
@@ -210,9 +232,9 @@ class RecognitionStream:
         self._max_queued = int(s.limits.max_queued_s * MODEL_SAMPLE_RATE)
         self._arrivals: deque[tuple[int, float]] = deque()
         self._pending: list[Window] = []
-        self._notices: list[
-            tuple[str, Any]
-        ] = []  # ("overload", (generation, origin, dropped_s)) | ("close", msg)
+        self._notices: list[Notice] = []  # for the worker, from the client side
+        self._in_flight = 0  # windows (and notice batches) the worker took whose events are not out yet
+        self._idle_waiters: list[Future[None]] = []
         self._merge_generation = 0
         self._ended = False
         self._closing = False  # a fatal overload is pending: drop audio until the worker closes us
@@ -263,6 +285,7 @@ class RecognitionStream:
             self.features = FeatureCache()
         self.engine._forget(self)
         self.done.set()
+        self._wake_if_idle()
 
     def configure(self, decoding: DecodingOptions) -> None:
         """Decode with ``decoding`` from the next utterance on: the first one that starts after the audio
@@ -297,22 +320,57 @@ class RecognitionStream:
         return self._closed
 
     def is_idle(self) -> bool:
-        """Has the engine emitted every event the audio accepted so far allows? (any thread)
+        """Has the engine handed out every event the audio accepted so far allows? (any thread)
 
-        True when no window of this stream waits for the model and no model round holding its windows
-        is in flight. Audio short of a full window does not count: it waits for more audio (or ``end``/
-        ``reset``), not for the engine. The vosk endpoint answers each frame once this holds.
+        True when no window or notice of this stream waits for the model and none the worker took is
+        still being processed. Audio short of a full window does not count: it waits for more audio (or
+        ``end``/``reset``), not for the engine. The vosk endpoint answers each frame once this holds.
         """
-        if self.has_ready():  # checked first: the scheduler marks a stream before taking its windows
-            return False
-        return not self.engine.scheduler.holds(self)
+        with self._lock:
+            return self._idle_locked()
+
+    def when_idle(self) -> Future[None]:
+        """A future resolved once :meth:`is_idle` holds (already resolved when it holds now).
+
+        It resolves after the events that led there were handed to ``on_event``: a transport that
+        forwards events and the resolution through the same queue (asyncio.wrap_future and
+        call_soon_threadsafe) sees the events first.
+        """
+        future: Future[None] = Future()
+        with self._lock:
+            if not self._idle_locked():
+                self._idle_waiters.append(future)
+                return future
+        future.set_running_or_notify_cancel()
+        future.set_result(None)
+        return future
+
+    def _idle_locked(self) -> bool:
+        if self._closed:
+            return True
+        return not (self._notices or self._pending or self._in_flight) and self._chunker.idle
+
+    def _work_done(self, units: int) -> None:
+        """The worker handed out the events of ``units`` taken windows (or notice batches)."""
+        with self._lock:
+            self._in_flight -= units
+        self._wake_if_idle()
+
+    def _wake_if_idle(self) -> None:
+        with self._lock:
+            if not self._idle_waiters or not self._idle_locked():
+                return
+            waiters, self._idle_waiters = self._idle_waiters, []
+        for future in waiters:
+            if future.set_running_or_notify_cancel():  # False: the waiter gave up (cancelled)
+                future.set_result(None)
 
     def _append(self, samples: np.ndarray) -> None:
         now = time.monotonic()
         buf = self._buffer
         if len(samples) > buf.free or self._chunker.queued_samples + len(samples) > self._max_queued:
             if self.engine.settings.limits.overload_policy == "close":
-                self._notices.append(("close", "the recognizer fell behind; closing the stream"))
+                self._notices.append(OverloadClose("the recognizer fell behind; closing the stream"))
                 self._closing = True
                 return
             # drop_oldest: abandon everything waiting and continue with the newest audio.
@@ -323,9 +381,7 @@ class RecognitionStream:
             if self._speech_gate is not None:
                 self._speech_gate.restart(buf.end)
             samples = samples[len(samples) - keep :]
-            self._notices.append(
-                ("overload", (self._chunker.generation, buf.end, dropped / MODEL_SAMPLE_RATE))
-            )
+            self._notices.append(OverloadDrop(self._chunker.generation, buf.end, dropped / MODEL_SAMPLE_RATE))
             self.engine._overload()
         buf.append(samples)
         if self._speech_gate is not None:  # the VAD runs here, as audio arrives, and costs no model time
@@ -351,29 +407,26 @@ class RecognitionStream:
             if self._closed:
                 return []
             notices, self._notices = self._notices, []
-            for kind, payload in notices:
-                if kind == "close":
-                    events.extend(self._finish_utterance())
-                    events.append(StreamError(self.id, "overload", payload, fatal=True))
+            for notice in notices:
+                events.extend(self._finish_utterance())
+                if isinstance(notice, OverloadClose):
+                    events.append(StreamError(self.id, "overload", notice.message, fatal=True))
                     self._closed = True
-                elif kind == "overload":
-                    generation, origin, dropped = payload
-                    events.extend(self._finish_utterance())
+                else:
                     events.append(
                         StreamError(
                             self.id,
                             "overload",
-                            f"the recognizer fell behind; dropped {dropped:.1f} s of audio",
+                            f"the recognizer fell behind; dropped {notice.dropped_s:.1f} s of audio",
                             fatal=False,
                         )
                     )
-                    self._merger.start_segment(origin)
-                    self._merge_generation = generation
-                    self._pending = [w for w in self._pending if w.generation >= generation]
+                    self._merger.start_segment(notice.origin)
+                    self._merge_generation = notice.generation
+                    self._pending = [w for w in self._pending if w.generation >= notice.generation]
             if not self._closed:
                 while (w := self._chunker.next_window()) is not None:
                     w.arrival = self._arrival_of(w.end)
-                    w.stream = self
                     self._pending.append(w)
                 if aligned is None or (self._pending and self._pending[-1].eos):
                     out, self._pending = self._pending, []
@@ -385,13 +438,22 @@ class RecognitionStream:
                     out = []
             else:
                 out = []
+            self._in_flight += len(out) + 1  # + the notices' events, out below
         self._emit_all(events)
         if self._closed:
             self.engine._forget(self)
             self.done.set()
+        self._work_done(1)
         return out
 
     def consume(self, window: Window, log_probs: np.ndarray | None) -> None:
+        """Merge a window's model output (None: gated or empty) and hand out the events it makes."""
+        try:
+            self._consume(window, log_probs)
+        finally:
+            self._work_done(1)
+
+    def _consume(self, window: Window, log_probs: np.ndarray | None) -> None:
         if self._closed:
             return
         merger = self._merger
@@ -436,6 +498,7 @@ class RecognitionStream:
         self._emit_all([StreamError(self.id, code, message, fatal=True)])
         self.engine._forget(self)
         self.done.set()
+        self._wake_if_idle()
 
     def _finish_utterance(self) -> list[Event]:
         utterance = self._merger.finish()
@@ -513,11 +576,11 @@ class RecognitionEngine:
         self.vocab = Vocabulary.from_tokenizer(tokenizer)
         self.geometry = FrameGeometry.from_config(config)
         st = settings.streaming
-        self.runner = ModelRunner(model, settings.model.device, model_dtype(settings.model))
+        self.backend = backend_for(model, settings.model.device, model_dtype(settings.model))
         self.set_streaming(st)
         b = settings.batching
         self.scheduler = BatchScheduler(
-            self.runner,
+            self.backend,
             max_batch=b.max_batch,
             max_wait_ms=b.max_wait_ms,
             heap_trim_s=settings.limits.heap_trim_s,
@@ -545,7 +608,7 @@ class RecognitionEngine:
             streaming.cache_features
             and streaming.normalization == "running"
             and getattr(self.config, "feat_extract_norm", "group") == "layer"
-            and self.runner.can_split
+            and self.backend.can_split
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -555,13 +618,11 @@ class RecognitionEngine:
 
     def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
         if drain and self.scheduler.running:
-            streams = list(self._streams.values())
+            with self._lock:
+                streams = list(self._streams.values())
             for stream in streams:
                 stream.reset()
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and any(s.has_ready() for s in streams):
-                time.sleep(0.01)
-            time.sleep(0.0)
+            wait_futures([stream.when_idle() for stream in streams], timeout)
         self.scheduler.stop(timeout)
 
     def __enter__(self) -> RecognitionEngine:
@@ -798,7 +859,7 @@ class RecognitionEngine:
         """Offline CTC log-probabilities of a 16 kHz float signal in one forward (normalized as a whole)."""
         x = np.asarray(samples, dtype=np.float32)
         x = (x - x.mean()) / np.sqrt(x.var() + NORMALIZATION_EPSILON)
-        return self.runner(x[None])[0]
+        return self.backend(x[None])[0]
 
     def offline_log_probs(self, samples: np.ndarray) -> np.ndarray:
         """Log-probabilities of a whole recording as ``conformer-streamer transcribe`` computes them: one

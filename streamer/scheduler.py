@@ -17,69 +17,20 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from streamer.memory import HeapTrimmer
-from streamer.windowing import Window
+from streamer.windowing import Window, WindowKind
+
+if TYPE_CHECKING:
+    import torch
+
+    from streamer.backend import ModelBackend
 
 log = logging.getLogger(__name__)
-
-
-class ModelRunner:
-    """Batch of equal-length normalized windows -> CTC log-probabilities, as float32 numpy."""
-
-    def __init__(self, model: Any, device: str = "cpu", dtype: str = "float32") -> None:
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device)
-        self.dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-        if self.dtype == torch.float16 and self.device.type != "cuda":
-            raise ValueError(f"dtype {dtype} needs a CUDA device (got {device}); use bfloat16 on CPU")
-        self.model = model.eval()
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, self.dtype)
-            logits = self.model(x).logits
-            return logits.float().log_softmax(-1).cpu().numpy()
-
-    # The cached-feature path splits the forward in two (same modules, same order as ``forward``).
-
-    @property
-    def can_split(self) -> bool:
-        inner = getattr(self.model, "wav2vec2_conformer", None)
-        return all(
-            hasattr(inner, n) for n in ("feature_extractor", "feature_projection", "encoder")
-        ) and hasattr(self.model, "lm_head")
-
-    def features(self, batch: np.ndarray) -> Any:
-        """Feature-encoder output (B, frames, channels) as a tensor on the model's device."""
-        torch = self.torch
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, self.dtype)
-            encoder = self.model.wav2vec2_conformer.feature_extractor
-            out = encoder(x)
-            # Ours returns (B, frames, channels); the transformers module (B, channels, frames).
-            return out.transpose(1, 2) if type(encoder).__module__.startswith("transformers") else out
-
-    def encode(self, features: Any) -> np.ndarray:
-        """Features (B, frames, channels) -> CTC log-probabilities (B, frames, vocab) as float32 numpy."""
-        torch = self.torch
-        inner = self.model.wav2vec2_conformer
-        with torch.inference_mode():
-            projected = inner.feature_projection(features)
-            hidden = projected[0] if isinstance(projected, tuple) else projected
-            encoded = inner.encoder(hidden)
-            hidden = encoded[0] if isinstance(encoded, tuple) else encoded.last_hidden_state
-            if getattr(inner, "adapter", None) is not None:
-                hidden = inner.adapter(hidden)
-            logits = self.model.lm_head(hidden)
-            return logits.float().log_softmax(-1).cpu().numpy()
 
 
 class FeatureCache:
@@ -124,45 +75,71 @@ class FeatureCache:
 class StreamWork(Protocol):
     """What the scheduler needs from a stream (``streamer.engine.RecognitionStream``)."""
 
+    features: FeatureCache  # its feature-encoder frames (cached-feature path)
+
     def has_ready(self) -> bool: ...
     def take_windows(self, aligned: int | None) -> list[Window]: ...
     def consume(self, window: Window, log_probs: np.ndarray | None) -> None: ...
     def fail(self, code: str, message: str) -> None: ...
 
 
+@dataclass(eq=False)
+class StreamShare:
+    """One stream's part in a round."""
+
+    stream: StreamWork
+    order: int  # position in the round: results are handed back stream by stream, in this order
+    failure: str | None = None  # a forward with its windows failed: the stream fails, once
+
+    def fail(self, message: str) -> None:
+        if self.failure is None:
+            self.failure = message
+
+
+@dataclass(eq=False)
+class WorkItem:
+    """One window of a round, from its stream to its log-probabilities."""
+
+    share: StreamShare
+    window: Window
+    new_features: torch.Tensor | None = None  # stage 1 (FEATURES with a block): (block frames, channels)
+    model_input: np.ndarray | torch.Tensor | None = None  # stage 2: samples (length,) | features (frames, C)
+    log_probs: np.ndarray | None = None  # (frames, vocab); None: gated or empty, all blank
+
+
+# Items batched together: same kind and input length; on the aligned path also the same stream and
+# block of ``max_batch`` window numbers.
+GroupKey = tuple[WindowKind, int, int, int]
+
+
+@dataclass
 class SchedulerStats:
-    def __init__(self) -> None:
-        self.batches = 0
-        self.windows = 0
-        self.gated_windows = 0
-        self.compute_seconds = 0.0
-        self.audio_seconds_computed = 0.0
-        self.errors = 0
+    batches: int = 0
+    windows: int = 0
+    gated_windows: int = 0
+    compute_seconds: float = 0.0  # wall time in model forwards
+    errors: int = 0
 
 
 class BatchScheduler:
     def __init__(
         self,
-        runner: Callable[[np.ndarray], np.ndarray],
+        backend: ModelBackend,
         *,
         max_batch: int = 32,
         max_wait_ms: float = 20.0,
-        sample_rate: int = 16_000,
         heap_trim_s: float = 0.0,
     ) -> None:
-        self.runner = runner
+        self.backend = backend
         self.heap = HeapTrimmer(heap_trim_s)
         self.max_batch = max(1, int(max_batch))
         self.max_wait_s = max(0.0, max_wait_ms / 1000.0)
-        self.sample_rate = sample_rate
         self.stats = SchedulerStats()
         self._streams: dict[str, StreamWork] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._compute_lock = threading.Lock()  # the worker and the synchronous path never overlap
-        self._flight_lock = threading.Lock()
-        self._in_flight: set[int] = set()  # id() of the streams whose windows the running round took
 
     # -- registry ----------------------------------------------------------------------------------
 
@@ -188,22 +165,10 @@ class BatchScheduler:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    # -- progress (any thread) ---------------------------------------------------------------------
-
     @property
     def busy(self) -> bool:
         """True while a model round (worker or synchronous path) is running, for any stream."""
         return self._compute_lock.locked()
-
-    def holds(self, stream: StreamWork) -> bool:
-        """True while a round that took windows of ``stream`` is running (their events are not out yet).
-
-        A stream is marked before its windows are taken and unmarked after its events were emitted, so
-        ``not stream.has_ready() and not scheduler.holds(stream)`` (checked in that order) means every
-        event its audio so far allows has been handed to its callback.
-        """
-        with self._flight_lock:
-            return id(stream) in self._in_flight
 
     def start(self) -> None:
         if self.running:
@@ -220,22 +185,18 @@ class BatchScheduler:
             self._thread.join(timeout)
             self._thread = None
 
-    def _ready_count(self) -> int:
-        return sum(1 for s in self.streams() if s.has_ready())
-
     def _worker(self) -> None:
         while True:
             try:
                 with self._cond:
-                    while not self._stopping and not self._any_ready_locked():
+                    while not self._stopping and not any(s.has_ready() for s in self._streams.values()):
                         self._cond.wait(0.05)
                     if self._stopping:
                         return
                     deadline = time.monotonic() + self.max_wait_s
                     while not self._stopping:
-                        ready = sum(1 for s in self._streams.values() if s.has_ready())
                         left = deadline - time.monotonic()
-                        if ready >= self.max_batch or left <= 0:
+                        if left <= 0 or self._ready_locked() >= self.max_batch:
                             break
                         self._cond.wait(left)
                 self.run_round()
@@ -244,122 +205,127 @@ class BatchScheduler:
                 log.exception("inference worker: unexpected error (continuing)")
                 time.sleep(0.01)
 
-    def _any_ready_locked(self) -> bool:
-        return any(s.has_ready() for s in self._streams.values())
+    def _ready_locked(self) -> int:
+        return sum(1 for s in self._streams.values() if s.has_ready())
 
     # -- one round ---------------------------------------------------------------------------------
 
     def run_round(self, streams: list[StreamWork] | None = None, aligned: bool = False) -> int:
         """Take the ready windows of ``streams`` (default: all), run them, deliver; returns windows taken."""
         with self._compute_lock:
-            try:
-                return self._round(streams, aligned)
-            finally:
-                with self._flight_lock:
-                    self._in_flight.clear()
+            return self._round(streams, aligned)
 
     def _round(self, streams: list[StreamWork] | None, aligned: bool) -> int:
-        taken: list[tuple[int, StreamWork, Window]] = []
-        for order, stream in enumerate(streams if streams is not None else self.streams()):
-            with self._flight_lock:
-                self._in_flight.add(id(stream))
+        items = self._take(streams if streams is not None else self.streams(), aligned)
+        if not items:
+            return 0
+        self._run_feature_encoder(items, aligned)
+        # Each stream's cache is filled and read in window order (a gated gap restarts it).
+        items.sort(key=lambda item: (item.share.order, item.window.seq))
+        self._run_model(items, aligned)
+        for item in items:
+            share, stream, w = item.share, item.share.stream, item.window
+            if share.failure is not None:
+                stream.fail("internal", share.failure)  # a failed stream ignores the rest of its windows
+                continue
+            try:
+                stream.consume(w, item.log_probs)
+            except Exception as exc:
+                log.exception("merging window %d failed", w.seq)
+                stream.fail("internal", f"internal error decoding: {type(exc).__name__}: {exc}")
+        return len(items)
+
+    def _take(self, streams: list[StreamWork], aligned: bool) -> list[WorkItem]:
+        items: list[WorkItem] = []
+        for order, stream in enumerate(streams):
             try:
                 windows = stream.take_windows(self.max_batch if aligned else None)
             except Exception as exc:
                 log.exception("taking windows failed")
                 stream.fail("internal", f"internal error preparing audio: {exc}")
-                windows = []
-            if not windows:  # nothing of this stream in flight (its notices, if any, are emitted)
-                with self._flight_lock:
-                    self._in_flight.discard(id(stream))
-            taken.extend((order, stream, w) for w in windows)
-        if not taken:
-            return 0
-        outputs: dict[int, np.ndarray] = {}
-        failed: dict[int, str] = {}
+                continue
+            share = StreamShare(stream, order)
+            items.extend(WorkItem(share, w) for w in windows)
+        return items
 
-        def key(stream: StreamWork, w: Window, length: int) -> Any:
-            return (id(stream), w.seq // self.max_batch, length) if aligned else length
+    def _key(self, item: WorkItem, length: int, aligned: bool) -> GroupKey:
+        if aligned:
+            return (item.window.kind, item.share.order, item.window.seq // self.max_batch, length)
+        return (item.window.kind, -1, -1, length)
 
-        # Stage 1 (cached-feature path): the feature encoder on the new samples only.
-        blocks: dict[Any, list[tuple[int, StreamWork, Window]]] = defaultdict(list)
-        for item in taken:
-            _, stream, w = item
+    def _run_feature_encoder(self, items: list[WorkItem], aligned: bool) -> None:
+        """Stage 1 (cached-feature path): the feature encoder on the new samples only."""
+        blocks: dict[GroupKey, list[WorkItem]] = defaultdict(list)
+        for item in items:
+            w = item.window
             if w.block is not None:
-                blocks[key(stream, w, len(w.block))].append(item)
+                blocks[self._key(item, len(w.block), aligned)].append(item)
             elif w.gated:
                 self.stats.gated_windows += 1
-        computed: dict[int, Any] = {}
-        for items in blocks.values():
-            for part in self._parts(items):
-                batch = np.stack([w.block for _, _, w in part])
+        for group in blocks.values():
+            for part in self._parts(group):
+                batch = np.stack([item.window.block for item in part])  # (B, block samples)
                 t0 = time.perf_counter()
                 try:
-                    feats = self.runner.features(batch)  # type: ignore[attr-defined]
+                    feats = self.backend.features(batch)  # (B, frames, channels)
                 except Exception as exc:
-                    self._failed(part, exc, failed)
+                    self._failed(part, exc)
                     continue
                 self.stats.compute_seconds += time.perf_counter() - t0
-                self.stats.audio_seconds_computed += batch.size / self.sample_rate
-                for row, (_, _, w) in enumerate(part):
-                    computed[id(w)] = feats[row, : w.frames_to - w.block_from]
+                for row, item in enumerate(part):
+                    item.new_features = feats[row, : item.window.frames_to - item.window.block_from]
 
-        # Stage 2: one forward per group of equal-length windows (full windows or cached features).
-        # Each stream's cache is filled and read in window order (a gated gap restarts it); the
-        # gathered slices are views that stay valid when the cache moves on.
-        taken.sort(key=lambda item: (item[0], item[2].seq))
-        groups: dict[Any, list[tuple[int, StreamWork, Window, Any]]] = defaultdict(list)
-        for order, stream, w in taken:
-            if id(stream) in failed:
+    def _run_model(self, items: list[WorkItem], aligned: bool) -> None:
+        """Stage 2: one forward per group of equal-length inputs (full windows or cached features).
+
+        The gathered feature slices are views that stay valid when the cache moves on.
+        """
+        groups: dict[GroupKey, list[WorkItem]] = defaultdict(list)
+        for item in items:
+            share, w = item.share, item.window
+            if share.failure is not None:
                 continue
-            if w.samples is not None:
-                groups[("w", key(stream, w, w.length))].append((order, stream, w, w.samples))
-            elif w.needs_encoder:
+            if w.kind is WindowKind.SAMPLES:
+                assert w.samples is not None
+                item.model_input = w.samples
+                groups[self._key(item, len(w.samples), aligned)].append(item)
+            elif w.kind is WindowKind.FEATURES:
+                cache = share.stream.features
                 try:
-                    if id(w) in computed:
-                        stream.features.store(w.generation, w.block_from, computed.pop(id(w)))
-                    x = stream.features.gather(w.generation, w.frames_from, w.frames_to)
-                    stream.features.evict_before(w.frames_from)
+                    if item.new_features is not None:
+                        cache.store(w.generation, w.block_from, item.new_features)
+                        item.new_features = None
+                    item.model_input = cache.gather(w.generation, w.frames_from, w.frames_to)
+                    cache.evict_before(w.frames_from)
                 except Exception as exc:
-                    self._failed([(order, stream, w)], exc, failed)
+                    self._failed([item], exc)
                     continue
-                groups[("f", key(stream, w, w.frames_to - w.frames_from))].append((order, stream, w, x))
-        for (path, _), items in groups.items():
-            for part in self._parts(items):
+                groups[self._key(item, w.frames_to - w.frames_from, aligned)].append(item)
+        for (kind, *_), group in groups.items():
+            for part in self._parts(group):
                 t0 = time.perf_counter()
                 try:
-                    if path == "w":
-                        batch = np.stack([x for *_, x in part])
-                        result = self.runner(batch)
-                        self.stats.audio_seconds_computed += batch.size / self.sample_rate
+                    if kind is WindowKind.SAMPLES:
+                        result = self.backend(np.stack([item.model_input for item in part]))
                     else:
                         import torch
 
-                        result = self.runner.encode(torch.stack([x for *_, x in part]))  # type: ignore[attr-defined]
+                        result = self.backend.encode(torch.stack([item.model_input for item in part]))
                 except Exception as exc:
-                    self._failed([(o, st, w) for o, st, w, _ in part], exc, failed)
+                    self._failed(part, exc)
                     continue
                 self.stats.compute_seconds += time.perf_counter() - t0
                 self.stats.batches += 1
                 self.stats.windows += len(part)
-                for row, (_, _, w, _) in enumerate(part):
-                    outputs[id(w)] = result[row]
-        for _, stream, w in taken:
-            if id(stream) in failed:
-                stream.fail("internal", failed.pop(id(stream)))
-                continue
-            try:
-                stream.consume(w, outputs.get(id(w)))
-            except Exception as exc:
-                log.exception("merging window %d failed", w.seq)
-                stream.fail("internal", f"internal error decoding: {type(exc).__name__}: {exc}")
-        return len(taken)
+                for row, item in enumerate(part):
+                    item.log_probs = result[row]  # (frames, vocab)
+                    item.model_input = None
 
-    def _parts(self, items: list) -> list[list]:
+    def _parts(self, items: list[WorkItem]) -> list[list[WorkItem]]:
         return [items[i : i + self.max_batch] for i in range(0, len(items), self.max_batch)]
 
-    def _failed(self, part: list, exc: Exception, failed: dict[int, str]) -> None:
+    def _failed(self, part: list[WorkItem], exc: Exception) -> None:
         log.error("model forward failed for a batch of %d windows", len(part), exc_info=exc)
         self.stats.errors += 1
-        for _, stream, _ in part:
-            failed[id(stream)] = f"model forward failed: {type(exc).__name__}: {exc}"
+        for item in part:
+            item.share.fail(f"model forward failed: {type(exc).__name__}: {exc}")

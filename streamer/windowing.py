@@ -35,6 +35,7 @@ the endpointer sooner.
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,9 +103,18 @@ class WindowLayout:
         return self.left + self.chunk + self.lookahead
 
 
+class WindowKind(enum.Enum):
+    """What the model has to do for a window."""
+
+    EMPTY = "empty"  # owns no frames: nothing to run, the merger only learns the segment moved on
+    GATED = "gated"  # skipped by the energy or speech gate: its owned frames are blank
+    SAMPLES = "samples"  # full-window path: the whole model runs on ``samples``
+    FEATURES = "features"  # cached-feature path: the encoder runs on cached frames [frames_from, frames_to)
+
+
 @dataclass
 class Window:
-    """One unit of model work: samples to run plus which of its output frames the stream keeps."""
+    """One unit of model work: what to run (``kind``) plus which of its output frames the stream keeps."""
 
     seq: int  # per-stream sequence number (windows are merged in this order)
     generation: int  # segment number; a new segment starts after reset/overload drop
@@ -116,25 +126,20 @@ class Window:
     owned: int  # number of owned frames (may be 0)
     final: bool  # last window of its segment (after reset/end)
     eos: bool = False  # ... and the stream ends after it
-    samples: np.ndarray | None = None  # normalized input (full-window path); None = not this path
+    kind: WindowKind = WindowKind.EMPTY
     arrival: float = 0.0  # monotonic time the window's newest sample arrived
-    stream: Any = field(default=None, repr=False)
-    gated: bool = False  # skipped by the energy or speech gate: owned frames are blank
-    # Cached-feature path: the encoder runs on segment frames [frames_from, frames_to); the feature
-    # encoder only runs on ``block`` (normalized samples of the not-yet-computed frames from block_from).
+    samples: np.ndarray | None = field(default=None, repr=False)  # SAMPLES: normalized input (length,)
+    # FEATURES: the encoder runs on segment frames [frames_from, frames_to); the feature encoder only
+    # runs on ``block`` (normalized samples of the not-yet-computed frames from block_from; None when
+    # every frame is cached already).
     frames_from: int = 0
     frames_to: int = 0
     block_from: int = 0
-    block: np.ndarray | None = None
+    block: np.ndarray | None = field(default=None, repr=False)
 
     @property
-    def length(self) -> int:
-        return 0 if self.samples is None else len(self.samples)
-
-    @property
-    def needs_encoder(self) -> bool:
-        """Cached-feature path: the encoder must run on frames [frames_from, frames_to)."""
-        return self.samples is None and not self.gated and self.frames_to > self.frames_from
+    def gated(self) -> bool:
+        return self.kind is WindowKind.GATED
 
 
 def loudness_dbfs(samples: np.ndarray) -> float:
@@ -285,14 +290,18 @@ class Chunker:
             raw = self.buffer.read(start, end)
             self._update_stats(end)
             if self.speech_gate is not None:
-                window.gated = self._silent(chunk_start)
+                gated = self._silent(chunk_start)
             elif self.energy_gate_dbfs is not None:
-                window.gated = loudness_dbfs(raw[chunk_start - start :]) < self.energy_gate_dbfs
-            if not window.gated:
-                if self.cache_features:
-                    self._plan_features(window, raw)
-                else:
-                    window.samples = self._normalize(raw)
+                gated = loudness_dbfs(raw[chunk_start - start :]) < self.energy_gate_dbfs
+            else:
+                gated = False
+            if gated:
+                window.kind = WindowKind.GATED
+            elif self.cache_features:
+                self._plan_features(window, raw)
+            else:
+                window.kind = WindowKind.SAMPLES
+                window.samples = self._normalize(raw)
         if final:
             # The segment is done; audio after its end belongs to the next one.
             segment_end, _ = self._closes.pop(0)
@@ -313,6 +322,8 @@ class Chunker:
         f1 = f0 + geo.num_frames(window.end - window.start)
         b0 = max(self.features_until, f0)
         window.frames_from, window.frames_to, window.block_from = f0, f1, b0
+        if f1 > f0:
+            window.kind = WindowKind.FEATURES
         if f1 > b0:
             lo = b0 * geo.stride + self.origin - window.start
             hi = (f1 - 1) * geo.stride + geo.receptive_field + self.origin - window.start

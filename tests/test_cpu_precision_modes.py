@@ -30,8 +30,8 @@ def windows(seconds: float = 1.0, batch: int = 2) -> np.ndarray:
 def test_bfloat16_engine_runs_on_cpu_close_to_float32(model_dir: Path) -> None:
     fp32 = engine_for(model_dir, "float32")
     bf16 = engine_for(model_dir, "bfloat16")
-    assert bf16.runner.dtype == torch.bfloat16 and bf16.model.dtype == torch.bfloat16
-    expected, actual = fp32.runner(windows()), bf16.runner(windows())
+    assert bf16.backend.dtype == torch.bfloat16 and bf16.model.dtype == torch.bfloat16
+    expected, actual = fp32.backend(windows()), bf16.backend(windows())
     assert actual.dtype == np.float32 and actual.shape == expected.shape
     # bf16 keeps 8 bits of mantissa: log-probabilities drift by a few hundredths, not by whole units
     assert 0 < np.abs(actual - expected).max() < 0.5
@@ -52,8 +52,8 @@ def test_auto_dtype_picks_bf16_only_on_bf16_hardware(model_dir: Path, monkeypatc
     monkeypatch.setattr("model.quantize.native_bf16", lambda: bf16_hardware)
     engine = engine_for(model_dir, "auto")
     expected = torch.bfloat16 if bf16_hardware else torch.float32
-    assert engine.runner.dtype == expected and engine.model.dtype == expected
-    assert engine_for(model_dir, "auto", quantize="int8").runner.dtype == torch.float32
+    assert engine.backend.dtype == expected and engine.model.dtype == expected
+    assert engine_for(model_dir, "auto", quantize="int8").backend.dtype == torch.float32
 
 
 def test_transcribe_cli_accepts_auto_and_bfloat16(model_dir: Path, capsys) -> None:

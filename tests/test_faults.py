@@ -62,9 +62,9 @@ async def assert_new_stream_served(url: str, seconds: float, seed: int) -> None:
         assert ws.close_code == 1000, ws.close_code
 
 
-class FlakyRunner:
-    """Wraps the model runner; every model call (whole windows, feature encoder, encoder on cached
-    features) raises while ``armed`` is set. Anything else is the real runner's."""
+class FlakyBackend:
+    """Wraps the model backend; every model call (whole windows, feature encoder, encoder on cached
+    features) raises while ``armed`` is set. Anything else is the real backend's."""
 
     def __init__(self, real) -> None:
         self.real = real
@@ -99,8 +99,8 @@ def test_failing_batch_errors_its_streams_only_and_the_daemon_carries_on(model_d
 
     settings = test_settings(model_dir)
     engine = RecognitionEngine(settings)
-    flaky = FlakyRunner(engine.scheduler.runner)
-    engine.scheduler.runner = flaky
+    flaky = FlakyBackend(engine.scheduler.backend)
+    engine.scheduler.backend = flaky
     engine.start()
 
     async def main():

@@ -95,7 +95,7 @@ def babble(seconds: float, seed: int = 0) -> np.ndarray:
 def test_frame_geometry_matches_the_model(engine: RecognitionEngine) -> None:
     assert (engine.geometry.stride, engine.geometry.receptive_field) == (320, 400)
     for n in (400, 719, 720, 16000, 16399):
-        frames = engine.runner(np.zeros((1, n), dtype=np.float32)).shape[1]
+        frames = engine.backend(np.zeros((1, n), dtype=np.float32)).shape[1]
         assert frames == engine.geometry.num_frames(n)
 
 
@@ -111,8 +111,8 @@ def running_engine(tiny_dir: Path) -> RecognitionEngine:
 def test_cached_features_equal_window_features(running_engine: RecognitionEngine) -> None:
     """The premise of feature caching: a layer-norm feature encoder's frames do not depend on the window."""
     x = babble(3.0, seed=7)[: 320 * 100 + 80]
-    whole = running_engine.runner.features(x[None]).numpy()[0]
-    part = running_engine.runner.features(x[None, 320 * 37 : 320 * 60 + 80]).numpy()[0]
+    whole = running_engine.backend.features(x[None]).numpy()[0]
+    part = running_engine.backend.features(x[None, 320 * 37 : 320 * 60 + 80]).numpy()[0]
     assert whole.shape == (100, running_engine.config.conv_dim[-1]) and part.shape[0] == 23
     np.testing.assert_allclose(part, whole[37:60], atol=2e-4, rtol=1e-3)
 
@@ -176,7 +176,7 @@ def test_threaded_streams_events_and_isolation(tiny_dir: Path) -> None:
 def test_forward_failure_fails_only_that_batch(tiny_dir: Path) -> None:
     eng = RecognitionEngine(make_settings(tiny_dir))
     assert eng.cache_features  # default path: feature encoder, then encoder on cached features
-    real = eng.runner.encode
+    real = eng.backend.encode
     calls = {"n": 0}
 
     def flaky(features):
@@ -185,7 +185,7 @@ def test_forward_failure_fails_only_that_batch(tiny_dir: Path) -> None:
             raise RuntimeError("boom")
         return real(features)
 
-    eng.runner.encode = flaky
+    eng.backend.encode = flaky
     eng.start()
     try:
         first: list = []

@@ -87,7 +87,6 @@ class EngineBridge:
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.received_s = 0.0  # seconds of audio accepted
-        self.progress = asyncio.Event()  # set whenever an event arrives
         self._arrival_s: list[float] = []
         self._arrival_t: list[float] = []
         self._closed = False
@@ -117,7 +116,6 @@ class EngineBridge:
             if arrived is not None:
                 metrics.latency.observe(max(0.0, now - arrived), type=event.type)
         self.queue.put_nowait(event)
-        self.progress.set()
 
     def _arrival_of(self, seconds: float) -> float | None:
         i = bisect.bisect_left(self._arrival_s, seconds - 1e-3)  # event times are rounded to ms
@@ -139,13 +137,19 @@ class EngineBridge:
             del self._arrival_t[: _MAX_ARRIVALS // 2]
         self.app.metrics.audio_seconds.inc(seconds, endpoint=self.endpoint)
 
-    def caught_up(self) -> bool:
-        """Has the engine processed every window this stream's audio allows so far?
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until the engine has processed every window this stream's audio
+        allows so far (:meth:`streamer.engine.RecognitionStream.when_idle`); False on timeout.
 
-        (:meth:`streamer.engine.RecognitionStream.is_idle`; its events may still be on their way to
-        the loop through ``call_soon_threadsafe``: yield once before reading ``queue``.)
+        The events it emitted on the way are in ``queue`` when this returns: both travel through the
+        loop's ``call_soon_threadsafe`` queue, the events first.
         """
-        return self.stream.is_idle()
+        try:
+            async with asyncio.timeout(max(timeout, 0.0)):
+                await asyncio.wrap_future(self.stream.when_idle())
+        except TimeoutError:
+            return False
+        return True
 
     def end_timeout(self) -> float:
         """:func:`end_timeout` for this stream's audio still waiting for the model (call after ``end``)."""

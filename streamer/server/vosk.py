@@ -13,14 +13,12 @@ lower case, as vosk's English models write it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
-from streamer.events import EndOfStream, Final, Partial, StreamError, to_dict
+from streamer.events import Final, Partial, StreamError, to_dict
 from streamer.grammar import DecodingOptions, GrammarError
 
 from .protocol import (
@@ -37,8 +35,6 @@ from .protocol import (
 from .session import EngineBridge, Session, TokenBucket
 
 log = logging.getLogger("streamer.server")
-
-POLL_S = 0.005
 
 
 class VoskSession(Session):
@@ -127,10 +123,9 @@ class VoskSession(Session):
     def _result(self, finals: list[dict[str, Any]]) -> str:
         return vosk_result(finals, self.words, self.max_alternatives)
 
-    def _drain(self) -> bool:
-        """Take the queued events; return True once EndOfStream was seen."""
+    def _drain(self) -> None:
+        """Take the queued events (EndOfStream, the last of them, needs nothing: the reply follows)."""
         assert self.bridge is not None
-        ended = False
         while not self.bridge.queue.empty():
             event = self.bridge.queue.get_nowait()
             if isinstance(event, Partial):
@@ -146,31 +141,14 @@ class VoskSession(Session):
                 if event.fatal:
                     raise ProtocolError(event.code, event.message)
                 self.app.metrics.errors.inc(code=event.code)
-            elif isinstance(event, EndOfStream):
-                ended = True
-        return ended
 
-    async def _wait(self, done, timeout: float) -> None:
-        """Wait (bounded) until ``done()`` holds; re-checked on every engine event and every few ms
-        (windows the energy gate skips, or that decode to nothing, produce no event)."""
+    async def _caught_up(self, timeout: float) -> bool:
+        """Wait (bounded) until the engine has processed this stream's audio, then take its events;
+        False on timeout (the reply goes out with what has arrived)."""
         assert self.bridge is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            await asyncio.sleep(0)  # let events already handed to the loop arrive
-            if done():
-                await asyncio.sleep(0)  # events the worker emitted just before it went idle
-                return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self.bridge.progress.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(left, POLL_S)):
-                    await self.bridge.progress.wait()
-
-    def _caught_up(self) -> bool:
-        assert self.bridge is not None
-        return self.bridge.caught_up()
+        idle = await self.bridge.wait_idle(timeout)
+        self._drain()
+        return idle
 
     def _reply(self) -> str:
         if self.finals:
@@ -196,11 +174,7 @@ class VoskSession(Session):
             bridge.accept(data, samples.size)
         except ValueError as exc:
             raise ProtocolError("bad_audio", str(exc)) from None
-        await self._wait(
-            lambda: self._drain() or self._caught_up(), self.app.settings.server.vosk_reply_wait_s
-        )
-        self._drain()
-        if not self._caught_up():
+        if not await self._caught_up(self.app.settings.server.vosk_reply_wait_s):
             self.app.metrics.vosk_late_replies.inc()
         await self.ws.send(self._reply())
 
@@ -209,10 +183,7 @@ class VoskSession(Session):
             await self.ws.send(self._result([]))
             return
         self.bridge.stream.reset()  # the open utterance (if any) ends now: its final follows
-        await self._wait(
-            lambda: self._drain() or self._caught_up(), self.app.settings.server.vosk_reply_wait_s
-        )
-        self._drain()
+        await self._caught_up(self.app.settings.server.vosk_reply_wait_s)
         finals, self.finals = self.finals, []
         self.partial_text = ""
         await self.ws.send(self._result(finals))
@@ -221,14 +192,7 @@ class VoskSession(Session):
         if self.bridge is not None:
             self.bridge.stream.end()
             self.ended = True
-            seen_end = False
-
-            def finished() -> bool:
-                nonlocal seen_end
-                seen_end = seen_end or self._drain()
-                return seen_end
-
-            await self._wait(finished, self.bridge.end_timeout())
+            await self._caught_up(self.bridge.end_timeout())  # idle after an end: EndOfStream is out
             finals, self.finals = self.finals, []
         else:
             finals = []
@@ -242,15 +206,8 @@ class VoskSession(Session):
         if self.bridge is not None and not self.ended:
             self.ended = True
             self.bridge.stream.end()
-            seen_end = False
-
-            def finished() -> bool:
-                nonlocal seen_end
-                seen_end = seen_end or self._drain()
-                return seen_end
-
             try:
-                await self._wait(finished, self.bridge.end_timeout())
+                await self._caught_up(self.bridge.end_timeout())
                 if self.finals:
                     await self.ws.send(self._result(self.finals))
                     self.finals = []
