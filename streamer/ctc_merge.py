@@ -3,7 +3,7 @@
 Greedy CTC collapse (argmax per frame, merge repeats, drop blanks) is carried across window seams: the
 last frame's label is kept, so a character whose frames straddle a seam is emitted once and a repeated
 character separated by a blank is emitted twice, exactly as when decoding the concatenated frames in one
-go (``tests/test_stream_merge.py`` checks this property for random frame sequences and random seams).
+go (``tests/test_stream_units.py`` checks this property for random frame sequences and random seams).
 The collapse state also continues across utterance boundaries: endpointing only decides where the
 text is cut, never what it says.
 
@@ -115,125 +115,109 @@ def greedy_collapse(ids: np.ndarray, blank_id: int, prev: int | None = None) -> 
     return [label for label, _ in collapse_with_frames(ids, blank_id, prev)]
 
 
-class CtcMerger:
-    """Per-stream merge state: collapse carry, the open utterance, the endpointer."""
+class SeamCarry:
+    """Greedy CTC collapse across window seams: the label of the last frame merged, and which frame
+    comes next. A label continues a character when the frame before it (even across a seam) had the
+    same label, and starts a new one otherwise."""
 
-    def __init__(
-        self,
-        vocab: Vocabulary,
-        *,
-        frame_seconds: float,
-        endpointer: Endpointer,
-        keep_log_probs: bool = False,
-        sample_rate: int = 16_000,
-    ) -> None:
-        self.vocab = vocab
-        self.frame_seconds = frame_seconds
-        self.endpointer = endpointer
-        self.keep_log_probs = keep_log_probs
-        self.sample_rate = sample_rate
-        self.prev = vocab.blank_id  # label of the last frame merged (the seam carry)
-        self.time_offset = 0.0  # seconds of the segment origin from the stream start
-        self.tokens: list[Token] = []  # open utterance
-        self.utt_first_frame: int | None = None  # frame of the open utterance's first character
-        self._saved: list[np.ndarray] = []  # open utterance's frame log-probs (beam search)
-        self._saved_from = 0
-        self._width = len(vocab.raw_tokens)  # log-prob columns (the model's output size once seen)
+    def __init__(self, blank_id: int) -> None:
+        self.blank_id = blank_id
+        self.prev = blank_id
         self.next_frame = 0
-        # (end frame) -> may the open utterance end here? Asked when the endpointer ends one on silence;
-        # a grammar keeps an utterance open while its best reading is the middle of a phrase.
-        self.close_gate: Callable[[int], bool] | None = None
 
-    # -- segments ----------------------------------------------------------------------------------
-
-    def start_segment(self, origin_sample: int) -> None:
-        """A new segment (after reset/overload) starts at ``origin_sample``; the collapse carry restarts."""
-        self.prev = self.vocab.blank_id
-        self.time_offset = origin_sample / self.sample_rate
-        self.tokens = []
-        self.utt_first_frame = None
-        self._saved = []
-        self._saved_from = 0
+    def restart(self) -> None:
+        self.prev = self.blank_id
         self.next_frame = 0
-        self.endpointer.reset()
 
-    # -- merging -----------------------------------------------------------------------------------
-
-    def push(self, log_probs: np.ndarray | None, first_frame: int, count: int) -> list[Utterance]:
-        """Merge ``count`` owned frames starting at segment frame ``first_frame`` (``None``: all blank).
-
-        Returns the utterances the endpointer closed inside these frames.
-        """
-        if count <= 0:
-            return []
+    def advance(self, first_frame: int, count: int) -> None:
+        """Frames ``[first_frame, first_frame + count)`` are merged next: they must follow the last ones."""
         if first_frame != self.next_frame:
             raise RuntimeError(f"frames out of order: expected frame {self.next_frame}, got {first_frame}")
         self.next_frame = first_frame + count
-        vocab = self.vocab
+
+    def step(self, label: int) -> bool:
+        """Carry one frame's label; True when it differs from the previous frame's (a new character,
+        unless it is blank)."""
+        new = label != self.prev
+        self.prev = label
+        return new
+
+    def collapse(self, ids: np.ndarray) -> list[tuple[int, int]]:
+        """The characters ``ids`` (frames after the carried one) would add, without carrying them."""
+        return collapse_with_frames(ids, self.blank_id, self.prev)
+
+
+class UtteranceBuilder:
+    """The open utterance: its characters with their frames, its words, and (for a re-decode of the
+    Final) its frames' log-probabilities."""
+
+    def __init__(
+        self, vocab: Vocabulary, frame_seconds: float, keep_log_probs: bool = False, sample_rate: int = 16_000
+    ) -> None:
+        self.vocab = vocab
+        self.frame_seconds = frame_seconds
+        self.keep_log_probs = keep_log_probs
+        self.sample_rate = sample_rate
+        self.time_offset = 0.0  # seconds of the segment origin from the stream start
+        self.tokens: list[Token] = []
+        self.first_frame: int | None = None  # frame of the first character (None: no utterance open)
+        self._saved: list[np.ndarray] = []  # the open utterance's frame log-probs, (frames, vocab) each
+        self._saved_from = 0
+        self._width = len(vocab.raw_tokens)  # log-prob columns (the model's output size once seen)
+
+    def restart(self, origin_sample: int) -> None:
+        """A new segment starts at ``origin_sample``: nothing is open."""
+        self.time_offset = origin_sample / self.sample_rate
+        self.tokens = []
+        self.first_frame = None
+        self._saved = []
+        self._saved_from = 0
+
+    @property
+    def at_word_boundary(self) -> bool:
+        """Nothing is pending, or the last label is the word delimiter: a cut here splits no word."""
+        return not self.tokens or self.tokens[-1].id == self.vocab.delimiter_id
+
+    def save(self, log_probs: np.ndarray | None, first_frame: int, count: int) -> None:
+        """Keep ``count`` frames' log-probabilities (None: gated, all blank) when a re-decode needs them."""
+        if not self.keep_log_probs:
+            return
         if log_probs is None:
-            ids = [vocab.blank_id] * count
-            probs = [1.0] * count
-            if self.keep_log_probs and self.tokens:  # an open utterance spans gated frames: blanks for it
-                if not self._saved:
-                    self._saved_from = first_frame
-                blanks = np.full((count, self._width), -1e4, dtype=np.float32)
-                blanks[:, vocab.blank_id] = 0.0
-                self._saved.append(blanks)
+            if not self.tokens:  # gated frames outside an utterance are never decoded
+                return
+            log_probs = np.full((count, self._width), -1e4, dtype=np.float32)
+            log_probs[:, self.vocab.blank_id] = 0.0
         else:
-            log_probs = log_probs[:count]
-            best = log_probs.argmax(axis=1)
-            ids = best.tolist()
-            probs = np.exp(log_probs[np.arange(count), best]).tolist()
-            if self.keep_log_probs:
-                if not self._saved:
-                    self._saved_from = first_frame
-                self._saved.append(np.array(log_probs, dtype=np.float32))
-                self._width = log_probs.shape[1]
-        done: list[Utterance] = []
-        silent = vocab.silent
-        blank, delim = vocab.blank_id, vocab.delimiter_id
-        prev = self.prev
-        for offset, (i, p) in enumerate(zip(ids, probs, strict=True)):
-            frame = first_frame + offset
-            if i != blank:
-                if i == prev and self.tokens and self.tokens[-1].id == i:
-                    tok = self.tokens[-1]
-                    tok.last = frame
-                    tok.prob_sum += p
-                    tok.frames += 1
-                elif i != prev and (self.tokens or not silent[i]):
-                    self.tokens.append(Token(i, frame, frame, p))
-                    if self.utt_first_frame is None and not silent[i]:
-                        self.utt_first_frame = frame
-            prev = i
-            if self.utt_first_frame is not None:
-                boundary = not self.tokens or self.tokens[-1].id == delim
-                length = frame - self.utt_first_frame
-                if self.endpointer.observe(not silent[i], length, boundary) and (
-                    self.close_gate is None
-                    or length >= self.endpointer.hard_frames
-                    or self.close_gate(frame + 1)
-                ):
-                    done.append(self._close(frame + 1))
-        self.prev = prev
+            log_probs = np.array(log_probs, dtype=np.float32)
+            self._width = log_probs.shape[1]
+        if not self._saved:
+            self._saved_from = first_frame
+        self._saved.append(log_probs)
+
+    def add(self, label: int, frame: int, prob: float, new: bool) -> None:
+        """A non-blank frame: a new character (``new``), or one more frame of the last one."""
+        if not new:
+            if self.tokens and self.tokens[-1].id == label:
+                tok = self.tokens[-1]
+                tok.last = frame
+                tok.prob_sum += prob
+                tok.frames += 1
+        elif self.tokens or not self.vocab.silent[label]:
+            self.tokens.append(Token(label, frame, frame, prob))
+            if self.first_frame is None and not self.vocab.silent[label]:
+                self.first_frame = frame
+
+    def settle(self) -> None:
+        """After a merge: with no utterance open the next one starts at a later frame, so saved frames
+        stay contiguous from there (gated windows add none) and memory stays bounded through long
+        non-speech."""
         if not self.tokens:
-            # No open utterance: the next one starts at a later frame. Saved frames stay contiguous from
-            # there (gated windows add none) and memory stays bounded through long non-speech.
             self._saved = []
-        return done
 
-    def finish(self) -> Utterance | None:
-        """Close the open utterance (end of segment); None if it has no text."""
-        if self.utt_first_frame is None:
-            self.tokens = []
-            self._saved = []
-            return None
-        return self._close(self.next_frame)
-
-    def _close(self, end_frame: int) -> Utterance:
+    def close(self, end_frame: int) -> Utterance:
+        """The open utterance, ended at ``end_frame``; the frames after it stay saved for the next one."""
         tokens, self.tokens = self.tokens, []
-        self.utt_first_frame = None
-        self.endpointer.reset()
+        self.first_frame = None
         log_probs = None
         lo = 0
         if self.keep_log_probs and self._saved:
@@ -247,7 +231,7 @@ class CtcMerger:
             self._saved_from = end_frame
         words = self.words(tokens)
         text = " ".join(w.word for w in words)
-        start = words[0].start if words else self._t(end_frame)
+        start = words[0].start if words else self.seconds(end_frame)
         end = words[-1].end if words else start
         first = tokens[0].first if tokens else end_frame
         return Utterance(
@@ -257,8 +241,16 @@ class CtcMerger:
             end=end,
             log_probs=log_probs,
             first_frame=first,
-            log_probs_start=self._t(lo),
+            log_probs_start=self.seconds(lo),
         )
+
+    def finish(self, end_frame: int) -> Utterance | None:
+        """Close the open utterance at ``end_frame`` (end of segment); None if it has no text."""
+        if self.first_frame is None:
+            self.tokens = []
+            self._saved = []
+            return None
+        return self.close(end_frame)
 
     def open_frames(self) -> tuple[int, np.ndarray] | None:
         """``(first frame, log_probs)`` of the open utterance as far as it has been merged: the frames its
@@ -270,7 +262,8 @@ class CtcMerger:
         first = self.tokens[0].first
         return first, self._saved[0][max(first - self._saved_from, 0) :]
 
-    def _t(self, frame: int) -> float:
+    def seconds(self, frame: int) -> float:
+        """Stream time of segment frame ``frame``."""
         return round(self.time_offset + frame * self.frame_seconds, 3)
 
     def words(self, tokens: list[Token]) -> list[Word]:
@@ -284,8 +277,8 @@ class CtcMerger:
                     words.append(
                         Word(
                             text,
-                            self._t(current[0].first),
-                            self._t(current[-1].last + 1),
+                            self.seconds(current[0].first),
+                            self.seconds(current[-1].last + 1),
                             round(min(conf, 1.0), 3),
                         )
                     )
@@ -294,32 +287,141 @@ class CtcMerger:
                 current.append(tok)
         return words
 
-    # -- partials ----------------------------------------------------------------------------------
 
-    def partial(self, lookahead: np.ndarray | None) -> tuple[str, str, float]:
-        """(committed, tentative, utterance start) of the open utterance.
+class PartialPolicy:
+    """What a Partial shows of the open utterance.
 
-        Committed: its completed words (they can no longer change). Tentative: the word in progress plus
-        what the look-ahead frames (recomputed by the next window) say, decoded from the current carry.
-        ``lookahead[0]`` is segment frame ``next_frame``. Start: the open utterance's first character;
-        with only look-ahead text, the first frame of the first tentative character (it may still move);
-        with no text at all, the end of the merged frames (a zero-length span there).
-        """
-        chars = [self.vocab.char(t.id) for t in self.tokens]
-        text = "".join(chars)
-        if self.tokens and self.tokens[-1].id == self.vocab.delimiter_id:
+    Committed: its completed words (they can no longer change). Tentative: the word in progress plus
+    what the look-ahead frames (recomputed by the next window) say, decoded from the current carry.
+    Start: the open utterance's first character; with only look-ahead text, the first frame of the
+    first tentative character (it may still move); with no text at all, the end of the merged frames
+    (a zero-length span there).
+    """
+
+    def __init__(self, vocab: Vocabulary) -> None:
+        self.vocab = vocab
+
+    def __call__(
+        self, builder: UtteranceBuilder, carry: SeamCarry, lookahead: np.ndarray | None
+    ) -> tuple[str, str, float]:
+        """(committed, tentative, utterance start); ``lookahead[0]`` is segment frame ``carry.next_frame``."""
+        vocab = self.vocab
+        text = "".join(vocab.char(t.id) for t in builder.tokens)
+        if builder.tokens and builder.tokens[-1].id == vocab.delimiter_id:
             committed, pending = text, ""
         else:
             cut = text.rfind(" ")
             committed, pending = (text[: cut + 1], text[cut + 1 :]) if cut >= 0 else ("", text)
-        first_frame = self.utt_first_frame
+        first_frame = builder.first_frame
         if lookahead is not None and len(lookahead):
-            more = collapse_with_frames(lookahead.argmax(axis=1), self.vocab.blank_id, self.prev)
-            if not self.tokens:
-                while more and self.vocab.silent[more[0][0]]:
+            more = carry.collapse(lookahead.argmax(axis=1))
+            if not builder.tokens:
+                while more and vocab.silent[more[0][0]]:
                     more.pop(0)
-            pending += "".join(self.vocab.char(i) for i, _ in more)
+            pending += "".join(vocab.char(i) for i, _ in more)
             if first_frame is None and more:
-                first_frame = self.next_frame + more[0][1]
-        start = self._t(first_frame if first_frame is not None else self.next_frame)
+                first_frame = carry.next_frame + more[0][1]
+        start = builder.seconds(first_frame if first_frame is not None else carry.next_frame)
         return " ".join(committed.split()), " ".join(pending.split()), start
+
+
+class CtcMerger:
+    """Per-stream merge of owned CTC frames: the seam carry, the utterance builder, the endpointer that
+    cuts utterances, and the partial policy."""
+
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        *,
+        frame_seconds: float,
+        endpointer: Endpointer,
+        keep_log_probs: bool = False,
+        sample_rate: int = 16_000,
+    ) -> None:
+        self.vocab = vocab
+        self.endpointer = endpointer
+        self.carry = SeamCarry(vocab.blank_id)
+        self.utterance = UtteranceBuilder(vocab, frame_seconds, keep_log_probs, sample_rate)
+        self.partial_policy = PartialPolicy(vocab)
+        # (end frame) -> may the open utterance end here? Asked when the endpointer ends one on silence;
+        # a grammar keeps an utterance open while its best reading is the middle of a phrase.
+        self.close_gate: Callable[[int], bool] | None = None
+
+    @property
+    def keep_log_probs(self) -> bool:
+        return self.utterance.keep_log_probs
+
+    @keep_log_probs.setter
+    def keep_log_probs(self, keep: bool) -> None:
+        self.utterance.keep_log_probs = keep
+
+    @property
+    def next_frame(self) -> int:
+        return self.carry.next_frame
+
+    @property
+    def utt_first_frame(self) -> int | None:
+        return self.utterance.first_frame
+
+    @property
+    def time_offset(self) -> float:
+        return self.utterance.time_offset
+
+    def start_segment(self, origin_sample: int) -> None:
+        """A new segment (after reset/overload) starts at ``origin_sample``; the collapse carry restarts."""
+        self.carry.restart()
+        self.utterance.restart(origin_sample)
+        self.endpointer.reset()
+
+    def push(self, log_probs: np.ndarray | None, first_frame: int, count: int) -> list[Utterance]:
+        """Merge ``count`` owned frames starting at segment frame ``first_frame`` (``None``: all blank).
+
+        Returns the utterances the endpointer closed inside these frames.
+        """
+        if count <= 0:
+            return []
+        self.carry.advance(first_frame, count)
+        builder = self.utterance
+        blank, silent = self.vocab.blank_id, self.vocab.silent
+        if log_probs is None:
+            ids = [blank] * count
+            probs = [1.0] * count
+        else:
+            log_probs = log_probs[:count]  # (count, vocab)
+            best = log_probs.argmax(axis=1)
+            ids = best.tolist()
+            probs = np.exp(log_probs[np.arange(count), best]).tolist()
+        builder.save(log_probs, first_frame, count)
+        done: list[Utterance] = []
+        for offset, (i, p) in enumerate(zip(ids, probs, strict=True)):
+            frame = first_frame + offset
+            new = self.carry.step(i)
+            if i != blank:
+                builder.add(i, frame, p, new)
+            if builder.first_frame is not None:
+                length = frame - builder.first_frame
+                if self.endpointer.observe(not silent[i], length, builder.at_word_boundary) and (
+                    self.close_gate is None
+                    or length >= self.endpointer.hard_frames
+                    or self.close_gate(frame + 1)
+                ):
+                    done.append(self._close(frame + 1))
+        builder.settle()
+        return done
+
+    def finish(self) -> Utterance | None:
+        """Close the open utterance (end of segment); None if it has no text."""
+        if self.utterance.first_frame is None:
+            return self.utterance.finish(self.carry.next_frame)
+        return self._close(self.carry.next_frame)
+
+    def _close(self, end_frame: int) -> Utterance:
+        self.endpointer.reset()
+        return self.utterance.close(end_frame)
+
+    def open_frames(self) -> tuple[int, np.ndarray] | None:
+        return self.utterance.open_frames()
+
+    def partial(self, lookahead: np.ndarray | None) -> tuple[str, str, float]:
+        """(committed, tentative, utterance start) of the open utterance (:class:`PartialPolicy`)."""
+        return self.partial_policy(self.utterance, self.carry, lookahead)
