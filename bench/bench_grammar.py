@@ -258,13 +258,13 @@ def main() -> int:
     print(f"{len(utterances)} utterances, {sum(len(u.audio) for u in utterances) / 16000:.0f} s of audio")
 
     kept: list = []
-    original = engine._decode_utterance
+    original = engine.finals.decode
 
     def capture(stream_id, utterance, decoding, words=True):  # the Finals' input: the kept frames
         kept.append(utterance)
         return original(stream_id, utterance, decoding, words)
 
-    engine._decode_utterance = capture
+    engine.finals.decode = capture
     keep_frames = DecodingOptions(grammar=engine.compile_grammar(["A"]))  # any grammar: frames are kept
 
     rows = []  # (group, size, agree, correct_stream, correct_exact, unk, frames)

@@ -1,15 +1,17 @@
 """Transport-free streaming recognition: the API the daemon, mic mode and file mode use.
 
-Data path, top to bottom (each stage only talks to the next one):
+Data path, top to bottom (each stage only talks to the next one; one stream is ``stream.RecognitionStream``):
 
-    accept(bytes|array) -> pcm.PcmDecoder        validate, decode, resample to 16 kHz
-                        -> ring_buffer.RingBuffer bounded per-stream samples
+    accept(bytes|array) -> pcm.PcmDecoder        validate, decode, resample to 16 kHz  } stream.AudioIntake
+                        -> ring_buffer.RingBuffer bounded per-stream samples             } (overload policy)
                         -> windowing.Chunker      [left | chunk | look-ahead] windows on the frame grid,
                                                   normalization, speech gate (vad.SpeechGate, fed on
-                                                  arrival) or energy gate
-                        -> scheduler.BatchScheduler one worker thread, cross-stream batches
+                                                  arrival) or energy gate                (stream.WindowQueue)
+                        -> scheduler.BatchScheduler one worker thread, cross-stream batches through a
+                                                  backend.ModelBackend
                         -> ctc_merge.CtcMerger    seam-exact CTC collapse, endpointing, words
-                        -> on_event(Partial | Final | StreamError | EndOfStream)
+                        -> finals.FinalDecoder    greedy, grammar or beam search        } transcript.
+                        -> on_event(Partial | Final | StreamError | EndOfStream)         } TranscriptBuilder
 
 Threading: ``accept``/``reset``/``end``/``close`` may be called from any thread and never block on the
 model; ``on_event`` is always called from the inference worker (or, in :meth:`transcribe_stream` without
@@ -51,10 +53,8 @@ import logging
 import math
 import threading
 import time
-import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
@@ -63,25 +63,23 @@ import numpy as np
 
 from streamer.backend import backend_for
 from streamer.config import ModelSettings, Settings, StreamingSettings
-from streamer.ctc_merge import CtcMerger, Utterance, Vocabulary
+from streamer.ctc_merge import CtcMerger, Vocabulary
 from streamer.endpointing import Endpointer
-from streamer.events import Alternative, EndOfStream, Event, Final, Partial, StreamError, Word
+from streamer.events import Event, Final, StreamError
+from streamer.finals import FinalDecoder
 from streamer.grammar import (
     DecodingOptions,
     Grammar,
-    GrammarError,
-    GrammarSearch,
-    align_words,
     check_hotwords,
     check_max_alternatives,
     check_phrases,
 )
 from streamer.offline import offline_windows
 from streamer.pcm import MODEL_SAMPLE_RATE, AudioFormatError, PcmDecoder, check_encoding, check_sample_rate
-from streamer.ring_buffer import RingBuffer
-from streamer.scheduler import BatchScheduler, FeatureCache
-from streamer.vad import GateSettings, make_gate, resolve_vad
-from streamer.windowing import NORMALIZATION_EPSILON, Chunker, FrameGeometry, Window, WindowLayout
+from streamer.scheduler import BatchScheduler
+from streamer.stream import RecognitionStream
+from streamer.vad import GateSettings, resolve_vad
+from streamer.windowing import NORMALIZATION_EPSILON, FrameGeometry, WindowLayout
 
 __all__ = ["AudioFormatError", "EngineStats", "RecognitionEngine", "RecognitionStream", "load_model"]
 
@@ -158,399 +156,26 @@ def model_dtype(ms: ModelSettings) -> str:
     return resolve_dtype(ms.dtype, ms.device)
 
 
-# -- streams ---------------------------------------------------------------------------------------
+# -- counters --------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class OverloadDrop:
-    """drop_oldest overload: the queued audio was dropped; segment ``generation`` starts at ``origin``."""
+class EngineCounters:
+    """What the streams count for :meth:`RecognitionEngine.stats` (any thread; ints and a bounded deque)."""
 
-    generation: int
-    origin: int  # absolute sample index
-    dropped_s: float
+    def __init__(self) -> None:
+        self.audio_samples = 0  # accepted, at 16 kHz
+        self.overloads = 0
+        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
 
+    def audio_in(self, samples: int) -> None:
+        self.audio_samples += samples
 
-@dataclasses.dataclass(frozen=True)
-class OverloadClose:
-    """close overload: the stream ends with a fatal error."""
+    def overload(self) -> None:
+        self.overloads += 1
 
-    message: str
-
-
-Notice = OverloadDrop | OverloadClose  # what the client side tells the worker, in order
-
-
-class RecognitionStream:
-    """One audio stream. Create with :meth:`RecognitionEngine.open_stream`."""
-
-    def __init__(
-        self,
-        engine: RecognitionEngine,
-        on_event: Callable[[Event], None],
-        *,
-        sample_rate: int,
-        encoding: str,
-        partials: bool,
-        words: bool,
-        decoding: DecodingOptions | None = None,
-    ) -> None:
-        s = engine.settings
-        self.id = uuid.uuid4().hex[:16]
-        self.engine = engine
-        self.partials = partials
-        self.words = words
-        self._on_event = on_event
-        self._lock = threading.Lock()
-        self._decoder = PcmDecoder(sample_rate, encoding)
-        self._buffer = RingBuffer(
-            max(int(s.streaming.buffer_s * MODEL_SAMPLE_RATE), engine.layout.window * 2)
-        )
-        gate = s.endpoint.energy_gate_dbfs
-        self._speech_gate = make_gate(engine.vad, engine.gate_settings)
-        self._chunker = Chunker(
-            engine.geometry,
-            engine.layout,
-            self._buffer,
-            normalization=s.streaming.normalization,
-            energy_gate_dbfs=None if gate is None or math.isinf(gate) else gate,
-            cache_features=engine.cache_features,
-            speech_gate=self._speech_gate,
-        )
-        self.features = FeatureCache()
-        frame_s = engine.geometry.stride / MODEL_SAMPLE_RATE
-        self._merger = CtcMerger(
-            engine.vocab,
-            frame_seconds=frame_s,
-            endpointer=Endpointer(s.endpoint.min_silence_s, s.endpoint.max_utterance_s, frame_s),
-            keep_log_probs=engine.beam is not None,
-        )
-        self._decoding = DecodingOptions()
-        # (sample position, options): from the first utterance that starts after that much audio
-        self._next_decoding: tuple[int, DecodingOptions] | None = None if decoding is None else (0, decoding)
-        self._grammar_search: tuple[int, GrammarSearch] | None = None  # (first frame, search) for partials
-        self._adopt_decoding()
-        self._max_queued = int(s.limits.max_queued_s * MODEL_SAMPLE_RATE)
-        self._arrivals: deque[tuple[int, float]] = deque()
-        self._pending: list[Window] = []
-        self._notices: list[Notice] = []  # for the worker, from the client side
-        self._in_flight = 0  # windows (and notice batches) the worker took whose events are not out yet
-        self._idle_waiters: list[Future[None]] = []
-        self._merge_generation = 0
-        self._ended = False
-        self._closing = False  # a fatal overload is pending: drop audio until the worker closes us
-        self._closed = False
-        self.done = threading.Event()  # set after EndOfStream, a fatal error or close()
-
-    # -- client side (any thread) ------------------------------------------------------------------
-
-    def accept(self, data: bytes | bytearray | memoryview | np.ndarray) -> None:
-        """Queue audio (thread-safe, non-blocking). Raises AudioFormatError on malformed audio."""
-        if self._closed or self._closing:
-            return
-        if self._ended:
-            raise RuntimeError(f"stream {self.id} has ended; no more audio can be accepted")
-        with self._lock:
-            samples = self._decoder.push(data)
-            if samples.size:
-                self._append(samples)
-        self.engine._audio_in(len(samples))
-        self.engine.scheduler.notify()
-
-    def reset(self) -> None:
-        """End the current utterance at the audio received so far (its Final follows)."""
-        with self._lock:
-            if self._closed or self._ended:
-                return
-            self._chunker.close_segment()
-        self.engine.scheduler.notify()
-
-    def end(self) -> None:
-        """No more audio: the remaining Final(s), then EndOfStream, follow."""
-        with self._lock:
-            if self._closed or self._ended:
-                return
-            self._ended = True
-            tail = self._decoder.flush()
-            if tail.size:
-                self._append(tail)
-            self._chunker.close_segment(eos=True)
-        self.engine.scheduler.notify()
-
-    def close(self) -> None:
-        """Abandon the stream: free its buffers; no more events."""
-        with self._lock:
-            self._closed = True
-            self._pending = []
-            self._arrivals.clear()
-            self.features = FeatureCache()
-        self.engine._forget(self)
-        self.done.set()
-        self._wake_if_idle()
-
-    def configure(self, decoding: DecodingOptions) -> None:
-        """Decode with ``decoding`` from the next utterance on: the first one that starts after the audio
-        accepted so far (an utterance open at that point keeps its options)."""
-        with self._lock:
-            self._next_decoding = (self._buffer.end, decoding)
-
-    @property
-    def decoding(self) -> DecodingOptions:
-        return self._decoding
-
-    def _adopt_decoding(self) -> None:
-        """Between utterances (worker side): switch to the options sent by `configure` once the audio
-        merged so far reaches the point where they were sent."""
-        pending = self._next_decoding
-        if pending is None:
-            return
-        merger = self._merger
-        merged_to = (
-            round(merger.time_offset * MODEL_SAMPLE_RATE) + merger.next_frame * self.engine.geometry.stride
-        )
-        if merged_to < pending[0]:
-            return
-        self._next_decoding = None
-        self._decoding = decoding = pending[1]
-        self._grammar_search = None
-        merger.keep_log_probs = self.engine.beam is not None or decoding.keeps_frames
-        merger.close_gate = self._phrase_may_end if decoding.grammar is not None else None
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def is_idle(self) -> bool:
-        """Has the engine handed out every event the audio accepted so far allows? (any thread)
-
-        True when no window or notice of this stream waits for the model and none the worker took is
-        still being processed. Audio short of a full window does not count: it waits for more audio (or
-        ``end``/``reset``), not for the engine. The vosk endpoint answers each frame once this holds.
-        """
-        with self._lock:
-            return self._idle_locked()
-
-    def when_idle(self) -> Future[None]:
-        """A future resolved once :meth:`is_idle` holds (already resolved when it holds now).
-
-        It resolves after the events that led there were handed to ``on_event``: a transport that
-        forwards events and the resolution through the same queue (asyncio.wrap_future and
-        call_soon_threadsafe) sees the events first.
-        """
-        future: Future[None] = Future()
-        with self._lock:
-            if not self._idle_locked():
-                self._idle_waiters.append(future)
-                return future
-        future.set_running_or_notify_cancel()
-        future.set_result(None)
-        return future
-
-    def _idle_locked(self) -> bool:
-        if self._closed:
-            return True
-        return not (self._notices or self._pending or self._in_flight) and self._chunker.idle
-
-    def _work_done(self, units: int) -> None:
-        """The worker handed out the events of ``units`` taken windows (or notice batches)."""
-        with self._lock:
-            self._in_flight -= units
-        self._wake_if_idle()
-
-    def _wake_if_idle(self) -> None:
-        with self._lock:
-            if not self._idle_waiters or not self._idle_locked():
-                return
-            waiters, self._idle_waiters = self._idle_waiters, []
-        for future in waiters:
-            if future.set_running_or_notify_cancel():  # False: the waiter gave up (cancelled)
-                future.set_result(None)
-
-    def _append(self, samples: np.ndarray) -> None:
-        now = time.monotonic()
-        buf = self._buffer
-        if len(samples) > buf.free or self._chunker.queued_samples + len(samples) > self._max_queued:
-            if self.engine.settings.limits.overload_policy == "close":
-                self._notices.append(OverloadClose("the recognizer fell behind; closing the stream"))
-                self._closing = True
-                return
-            # drop_oldest: abandon everything waiting and continue with the newest audio.
-            keep = min(len(samples), buf.capacity // 2, max(self._max_queued // 2, 1))
-            dropped = self._chunker.queued_samples + len(samples) - keep
-            buf.skip_to(buf.end)
-            self._chunker.restart_at(buf.end)
-            if self._speech_gate is not None:
-                self._speech_gate.restart(buf.end)
-            samples = samples[len(samples) - keep :]
-            self._notices.append(OverloadDrop(self._chunker.generation, buf.end, dropped / MODEL_SAMPLE_RATE))
-            self.engine._overload()
-        buf.append(samples)
-        if self._speech_gate is not None:  # the VAD runs here, as audio arrives, and costs no model time
-            self._speech_gate.feed(samples)
-        self._arrivals.append((buf.end, now))
-
-    def _arrival_of(self, index: int) -> float:
-        arrivals = self._arrivals
-        while len(arrivals) > 1 and arrivals[0][0] < index:
-            arrivals.popleft()
-        return arrivals[0][1] if arrivals else time.monotonic()
-
-    # -- worker side -------------------------------------------------------------------------------
-
-    def has_ready(self) -> bool:
-        if self._closed:
-            return False
-        return bool(self._notices) or bool(self._pending) or not self._chunker.idle
-
-    def take_windows(self, aligned: int | None) -> list[Window]:
-        events: list[Event] = []
-        with self._lock:
-            if self._closed:
-                return []
-            notices, self._notices = self._notices, []
-            for notice in notices:
-                events.extend(self._finish_utterance())
-                if isinstance(notice, OverloadClose):
-                    events.append(StreamError(self.id, "overload", notice.message, fatal=True))
-                    self._closed = True
-                else:
-                    events.append(
-                        StreamError(
-                            self.id,
-                            "overload",
-                            f"the recognizer fell behind; dropped {notice.dropped_s:.1f} s of audio",
-                            fatal=False,
-                        )
-                    )
-                    self._merger.start_segment(notice.origin)
-                    self._merge_generation = notice.generation
-                    self._pending = [w for w in self._pending if w.generation >= notice.generation]
-            if not self._closed:
-                while (w := self._chunker.next_window()) is not None:
-                    w.arrival = self._arrival_of(w.end)
-                    self._pending.append(w)
-                if aligned is None or (self._pending and self._pending[-1].eos):
-                    out, self._pending = self._pending, []
-                elif self._pending:
-                    limit = (self._pending[-1].seq + 1) // aligned * aligned
-                    out = [w for w in self._pending if w.seq < limit]
-                    self._pending = self._pending[len(out) :]
-                else:
-                    out = []
-            else:
-                out = []
-            self._in_flight += len(out) + 1  # + the notices' events, out below
-        self._emit_all(events)
-        if self._closed:
-            self.engine._forget(self)
-            self.done.set()
-        self._work_done(1)
-        return out
-
-    def consume(self, window: Window, log_probs: np.ndarray | None) -> None:
-        """Merge a window's model output (None: gated or empty) and hand out the events it makes."""
-        try:
-            self._consume(window, log_probs)
-        finally:
-            self._work_done(1)
-
-    def _consume(self, window: Window, log_probs: np.ndarray | None) -> None:
-        if self._closed:
-            return
-        merger = self._merger
-        events: list[Event] = []
-        if window.generation != self._merge_generation:
-            if window.generation < self._merge_generation:
-                return  # audio of a segment dropped by the overload policy
-            events.extend(self._finish_utterance())
-            merger.start_segment(window.origin)
-            self._merge_generation = window.generation
-        if self._next_decoding is not None and merger.utt_first_frame is None:
-            self._adopt_decoding()  # (consume) an utterance starting in this window gets them
-        owned = (
-            None if log_probs is None else log_probs[window.owned_offset : window.owned_offset + window.owned]
-        )
-        for utterance in merger.push(owned, window.first_frame, window.owned):
-            events.append(self._final(utterance))
-        if window.final:
-            events.extend(self._finish_utterance())
-            if window.eos:
-                events.append(EndOfStream(self.id))
-        elif log_probs is not None and self.partials:
-            lookahead = log_probs[window.owned_offset + window.owned :]
-            committed, tentative, start = merger.partial(lookahead)
-            if self._decoding.grammar is not None:
-                committed, tentative = "", self._grammar_partial(self._decoding.grammar, lookahead)
-            if committed or tentative:
-                events.append(
-                    Partial(self.id, committed, tentative, start, round(window.end / MODEL_SAMPLE_RATE, 3))
-                )
-        if log_probs is not None:
-            self.engine._latency(time.monotonic() - window.arrival)
-        self._emit_all(events)
-        if window.eos:
-            self.engine._forget(self)
-            self.done.set()
-
-    def fail(self, code: str, message: str) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._emit_all([StreamError(self.id, code, message, fatal=True)])
-        self.engine._forget(self)
-        self.done.set()
-        self._wake_if_idle()
-
-    def _finish_utterance(self) -> list[Event]:
-        utterance = self._merger.finish()
-        return [self._final(utterance)] if utterance is not None else []
-
-    def _open_search(self, grammar: Grammar, end_frame: int | None = None) -> GrammarSearch | None:
-        """The incremental grammar search of the open utterance, fed its frames up to ``end_frame``
-        (segment frame; None: all merged), or None when no utterance is open."""
-        opened = self._merger.open_frames()
-        if opened is None:
-            return None
-        first, frames = opened
-        if self._grammar_search is None or self._grammar_search[0] != first:
-            self._grammar_search = (first, grammar.search())
-        search = self._grammar_search[1]
-        upto = len(frames) if end_frame is None else max(end_frame - first, 0)
-        if upto > search.frames:
-            search.advance(frames[search.frames : upto])
-        return search
-
-    def _phrase_may_end(self, end_frame: int) -> bool:
-        """Endpointing under a grammar: a pause inside a phrase does not end the utterance. It ends when
-        the best reading so far is a whole phrase, or nothing, or fits no phrase (garbage beats it)."""
-        grammar = self._decoding.grammar
-        search = None if grammar is None else self._open_search(grammar, end_frame)
-        return search is None or search.may_end()
-
-    def _grammar_partial(self, grammar: Grammar, lookahead: np.ndarray) -> str:
-        """The best prefix of the grammar over the open utterance's frames and the look-ahead, searched
-        incrementally (the frames merged so far are fed once; the look-ahead goes to a copy)."""
-        search = self._open_search(grammar)
-        if search is None:
-            return ""
-        ahead = search.copy()
-        ahead.advance(lookahead)
-        return ahead.best_prefix()
-
-    def _final(self, utterance: Utterance) -> Final:
-        final = self.engine._decode_utterance(self.id, utterance, self._decoding, self.words)
-        self._grammar_search = None
-        self._adopt_decoding()
-        return final
-
-    def _emit_all(self, events: Iterable[Event]) -> None:
-        for event in events:
-            try:
-                self._on_event(event)
-            except Exception:
-                log.exception("on_event callback of stream %s raised (ignored)", self.id)
-
-    def queued_seconds(self) -> float:
-        return max(0, self._chunker.queued_samples) / MODEL_SAMPLE_RATE
+    def latency(self, seconds: float) -> None:
+        """A window's events are out ``seconds`` after its newest sample arrived."""
+        self.latencies.append(seconds)
 
 
 # -- engine ----------------------------------------------------------------------------------------
@@ -585,14 +210,11 @@ class RecognitionEngine:
             max_wait_ms=b.max_wait_ms,
             heap_trim_s=settings.limits.heap_trim_s,
         )
-        self.beam = self._load_beam(settings)
-        self._plain_beam: Any = None  # hotwords without the beam search: a plain one, built on demand
+        self.finals = FinalDecoder(settings, self.vocab, self.geometry.stride / MODEL_SAMPLE_RATE)
         self._grammars: OrderedDict[tuple[str, ...], Grammar] = OrderedDict()
         self._lock = threading.Lock()
         self._streams: dict[str, RecognitionStream] = {}
-        self._audio_samples = 0
-        self._overloads = 0
-        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.counters = EngineCounters()
 
     def set_streaming(self, streaming: StreamingSettings) -> None:
         """Window layout, normalization and speech gate for streams opened from now on (benchmarks sweep
@@ -660,21 +282,13 @@ class RecognitionEngine:
         self.scheduler.add(stream.id, stream)
         return stream
 
-    def _forget(self, stream: RecognitionStream) -> None:
+    def release(self, stream: RecognitionStream) -> None:
+        """``stream`` is done (ended, failed or closed): the engine and the scheduler forget it."""
         with self._lock:
             self._streams.pop(stream.id, None)
         self.scheduler.remove(stream.id)
 
     # -- stats -------------------------------------------------------------------------------------
-
-    def _audio_in(self, samples: int) -> None:
-        self._audio_samples += samples
-
-    def _overload(self) -> None:
-        self._overloads += 1
-
-    def _latency(self, seconds: float) -> None:
-        self._latencies.append(seconds)
 
     def stats(self) -> EngineStats:
         with self._lock:
@@ -682,49 +296,24 @@ class RecognitionEngine:
         s = self.scheduler.stats
         return EngineStats(
             active_streams=len(streams),
-            audio_seconds=self._audio_samples / MODEL_SAMPLE_RATE,
+            audio_seconds=self.counters.audio_samples / MODEL_SAMPLE_RATE,
             compute_seconds=s.compute_seconds,
             batches=s.batches,
             windows=s.windows,
             gated_windows=s.gated_windows,
             queue_depth=sum(1 for st in streams if st.has_ready()),
             queued_audio_seconds=sum(st.queued_seconds() for st in streams),
-            overloads=self._overloads,
+            overloads=self.counters.overloads,
             errors=s.errors,
-            latency_samples=tuple(self._latencies),
+            latency_samples=tuple(self.counters.latencies),
         )
 
     # -- decoding ----------------------------------------------------------------------------------
 
-    def _load_beam(self, settings: Settings) -> Any:
-        from streamer.beam import load_beam_search, make_beam_decoder
-
-        return load_beam_search(
-            settings.decoder.method,
-            settings.decoder.lm_path,
-            self.settings.model.path,
-            lambda lm_path: make_beam_decoder(settings.decoder, self.vocab, lm_path),
-            what="finals decoder",
-        )
-
-    def _beam_decode(self, utterance: Utterance, hotwords: tuple = ()) -> tuple[str, tuple[Word, ...]]:
-        beam = self.beam if self.beam is not None else self._hotword_beam()
-        frame_s = self.geometry.stride / MODEL_SAMPLE_RATE
-        if hotwords:
-            return beam.decode_utterance(utterance, frame_s, hotwords=hotwords)
-        return beam.decode_utterance(utterance, frame_s)
-
-    def _hotword_beam(self) -> Any:
-        """A beam search without LM for hotwords when the finals are greedy (built once)."""
-        with self._lock:
-            if self._plain_beam is None:
-                from streamer.beam import make_beam_decoder
-
-                try:
-                    self._plain_beam = make_beam_decoder(self.settings.decoder, self.vocab, None)
-                except RuntimeError as exc:
-                    raise GrammarError(f"hotwords need the beam search: {exc}") from None
-            return self._plain_beam
+    @property
+    def beam(self) -> Any:
+        """The finals' beam search (None: greedy finals)."""
+        return self.finals.beam
 
     def decoding_options(
         self,
@@ -739,7 +328,7 @@ class RecognitionEngine:
             compiled = self.compile_grammar(check_phrases(grammar))
         boosted = check_hotwords(hotwords, self.vocab) if hotwords is not None else ()
         if boosted and self.beam is None:
-            self._hotword_beam()  # fails now, with a clear message, when there is no beam search
+            self.finals.hotword_beam()  # fails now, with a clear message, when there is no beam search
         return DecodingOptions(compiled, boosted, check_max_alternatives(max_alternatives))
 
     def compile_grammar(self, phrases: Sequence[str]) -> Grammar:
@@ -756,37 +345,6 @@ class RecognitionEngine:
             while len(self._grammars) > GRAMMAR_CACHE:
                 self._grammars.popitem(last=False)
         return grammar
-
-    def _decode_utterance(
-        self, stream_id: str, utterance: Utterance, decoding: DecodingOptions, words: bool = True
-    ) -> Final:
-        """An utterance's Final: greedy text, else the grammar, or the beam search (with hotwords)."""
-        text, found, start, end = utterance.text, utterance.words, utterance.start, utterance.end
-        alternatives: tuple[Alternative, ...] = ()
-        lp = utterance.log_probs
-        frame_s = self.geometry.stride / MODEL_SAMPLE_RATE
-        if lp is not None and len(lp):
-            if decoding.grammar is not None:
-                result = decoding.grammar.decode(lp, decoding.max_alternatives)
-
-                def align(phrase: str, confidence: float) -> tuple[Word, ...]:
-                    return align_words(phrase, lp, self.vocab, frame_s, utterance.log_probs_start, confidence)
-
-                text, found = result.text, align(result.text, result.confidence)
-                start, end = found[0].start, found[-1].end
-                alternatives = tuple(
-                    Alternative(a.text, a.confidence, align(a.text, a.confidence))
-                    for a in result.alternatives
-                )
-            elif self.beam is not None or decoding.hotwords:
-                text, found = self._beam_decode(utterance, decoding.hotwords)
-        if decoding.max_alternatives and not alternatives:
-            confidence = float(np.mean([w.confidence for w in found])) if found else 1.0
-            alternatives = (Alternative(text, round(confidence, 6), found),)
-        if not words:
-            found = ()
-            alternatives = tuple(Alternative(a.text, a.confidence) for a in alternatives)
-        return Final(stream_id, text, found, start, end, alternatives=alternatives)
 
     # -- synchronous conveniences (files, tests) ---------------------------------------------------
 
@@ -893,10 +451,10 @@ class RecognitionEngine:
             self.vocab,
             frame_seconds=frame_s,
             endpointer=Endpointer(math.inf, math.inf, frame_s),
-            keep_log_probs=self.beam is not None or (decoding is not None and decoding.keeps_frames),
+            keep_log_probs=self.finals.keeps_frames(decoding or DecodingOptions()),
         )
         merger.push(log_probs, 0, len(log_probs))
         utterance = merger.finish()
         if utterance is None:
             return Final(stream_id, "", (), 0.0, 0.0)
-        return self._decode_utterance(stream_id, utterance, decoding or DecodingOptions())
+        return self.finals.decode(stream_id, utterance, decoding or DecodingOptions())

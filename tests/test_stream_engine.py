@@ -276,7 +276,10 @@ def test_memory_flat_over_one_hour(tiny_dir: Path) -> None:
     finally:
         tracemalloc.stop()
     assert after - before < 256 * 1024, f"grew by {after - before} bytes over 52 minutes"
-    assert len(st._buffer) <= st._buffer.capacity and st._buffer._data.nbytes == st._buffer.capacity * 4
+    assert (
+        len(st.intake.buffer) <= st.intake.buffer.capacity
+        and st.intake.buffer._data.nbytes == st.intake.buffer.capacity * 4
+    )
     assert eng.stats().gated_windows > 1000
 
 
