@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 MODEL_SAMPLE_RATE = 16_000
-MIN_SAMPLE_RATE = 4_000
-MAX_SAMPLE_RATE = 384_000
+# What every entry point accepts (the engine API, the native protocol, the vosk port: docs/protocol.md).
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 192_000
 ENCODINGS = {"pcm_s16le": np.dtype("<i2"), "f32le": np.dtype("<f4"), "pcm_f32le": np.dtype("<f4")}
+WIRE_ENCODINGS = ("pcm_s16le", "f32le")  # the names the websocket protocol takes
 # A float sample above this magnitude is not audio (float PCM is nominally within [-1, 1]); it is
 # almost always int16 data sent with encoding="f32le".
 MAX_FLOAT_MAGNITUDE = 64.0
@@ -51,6 +53,14 @@ def decode(data: bytes | bytearray | memoryview | np.ndarray, encoding: str = "p
         return _decode_array(data)
     if not isinstance(data, bytes | bytearray | memoryview):
         raise AudioFormatError(f"audio must be bytes or a numpy array, got {type(data).__name__}")
+    samples = check_frame(data, encoding)
+    if samples.dtype.kind == "i":
+        return samples.astype(np.float32) * np.float32(1.0 / 32768.0)
+    return _check_float(samples.astype(np.float32))
+
+
+def check_frame(data: bytes | bytearray | memoryview, encoding: str) -> np.ndarray:
+    """The samples of one chunk of bytes as stored (a copy-free view), once it holds whole, finite ones."""
     dtype = check_encoding(encoding)
     raw = memoryview(data).cast("B")
     if len(raw) % dtype.itemsize:
@@ -59,9 +69,9 @@ def decode(data: bytes | bytearray | memoryview | np.ndarray, encoding: str = "p
             "(odd length: truncated frame or wrong encoding?)"
         )
     samples = np.frombuffer(raw, dtype=dtype)
-    if dtype.kind == "i":
-        return samples.astype(np.float32) * np.float32(1.0 / 32768.0)
-    return _check_float(samples.astype(np.float32))
+    if dtype.kind == "f":
+        _check_finite(samples)
+    return samples
 
 
 def _decode_array(array: np.ndarray) -> np.ndarray:
@@ -76,10 +86,14 @@ def _decode_array(array: np.ndarray) -> np.ndarray:
     raise AudioFormatError(f"audio arrays must be int16 or floating point, got dtype {array.dtype}")
 
 
-def _check_float(samples: np.ndarray) -> np.ndarray:
+def _check_finite(samples: np.ndarray) -> None:
     if samples.size and not np.isfinite(samples).all():
         bad = int(np.count_nonzero(~np.isfinite(samples)))
         raise AudioFormatError(f"audio contains {bad} NaN/Inf sample(s)")
+
+
+def _check_float(samples: np.ndarray) -> np.ndarray:
+    _check_finite(samples)
     if samples.size and float(np.abs(samples).max()) > MAX_FLOAT_MAGNITUDE:
         raise AudioFormatError(
             f"float audio must lie in [-1, 1], got peak {float(np.abs(samples).max()):.3g} "

@@ -1,6 +1,6 @@
 """The daemon: routing, admission (auth, Origin, connection limit), lifecycle and graceful shutdown.
 
-One ``App`` owns the engine (started/stopped by the caller or by ``App.run``), the websocket server on
+One ``App`` serves an engine (started and stopped by the caller: ``commands/serve.py``), the websocket server on
 ``server.port`` (``/v1/stream``, ``/v1/listen`` + HTTP routes), the optional vosk-compatible server on
 ``server.vosk_port``, and the optional microphone source.
 """
@@ -15,44 +15,28 @@ import socket
 import ssl
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from streamer.config import Settings
+
+if TYPE_CHECKING:
+    from streamer.engine import RecognitionEngine
 
 from . import http as http_routes
 from .listen import ListenHub, ListenSession
 from .metrics import ServerMetrics
 from .native import NativeSession
-from .protocol import CloseCode
-from .session import ENGINE_DOWN, Session
+from .session import ENGINE_DOWN, WebSocketSession
 from .vosk import VoskSession
 
 log = logging.getLogger("streamer.server")
 
 WS_ROUTES = {"/v1/stream": NativeSession, "/v1/listen": ListenSession}
-
-
-def engine_alive(engine: Any) -> bool:
-    """Is the engine's inference worker alive? (``engine.scheduler.running``, or ``is_alive()``/``alive``.)"""
-    scheduler = getattr(engine, "scheduler", None)
-    if scheduler is not None and hasattr(scheduler, "running"):
-        try:
-            return bool(scheduler.running)
-        except Exception:
-            return False
-    for name in ("is_alive", "alive", "worker_alive", "running"):
-        attr = getattr(engine, name, None)
-        if attr is None:
-            continue
-        try:
-            return bool(attr() if callable(attr) else attr)
-        except Exception:
-            return False
-    return True
 
 
 def _is_upgrade(request: Request) -> bool:
@@ -63,7 +47,7 @@ class App:
     def __init__(
         self,
         settings: Settings,
-        engine: Any,
+        engine: RecognitionEngine,
         *,
         static_dir: str | Path | None = None,
         mic_factory: Any = None,
@@ -74,8 +58,7 @@ class App:
         self.metrics.engine_alive = self.engine_is_alive
         self.hub = ListenHub(self.metrics)
         self.static_dir = Path(static_dir or settings.server.static_dir or http_routes.DEFAULT_STATIC_DIR)
-        self.sessions: set[Session] = set()
-        self.pending_handshakes = 0
+        self.sessions: set[WebSocketSession] = set()
         self.stopping = False
         self.started_at = time.monotonic()
         self.server: Server | None = None
@@ -97,7 +80,8 @@ class App:
             return None
 
     def engine_is_alive(self) -> bool:
-        return engine_alive(self.engine)
+        """Is the engine's inference worker running?"""
+        return self.engine.scheduler.running
 
     # ------------------------------------------------------------------ admission
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -129,7 +113,7 @@ class App:
             return True
         return origin in allowed or "*" in allowed
 
-    def _refuse(self, conn: ServerConnection, status: int, reason: str, message: str) -> Response:
+    def _refuse(self, status: int, reason: str, message: str) -> Response:
         self.metrics.connections_refused.inc(reason=reason)
         log.info("refused %s: %s", reason, message)
         extra = {"WWW-Authenticate": 'Bearer realm="conformer-streamer"'} if status == 401 else None
@@ -141,13 +125,13 @@ class App:
         self, conn: ServerConnection, request: Request, query: dict[str, list[str]]
     ) -> Response | None:
         if not self._origin_allowed(request):
-            return self._refuse(conn, 403, "origin", "origin not allowed")
+            return self._refuse(403, "origin", "origin not allowed")
         if not self._authorized(request, query):
-            return self._refuse(conn, 401, "unauthorized", "missing or wrong token")
+            return self._refuse(401, "unauthorized", "missing or wrong token")
         if self.stopping:
-            return self._refuse(conn, 503, "shutdown", "server shutting down")
-        if len(self.sessions) + self.pending_handshakes >= self.settings.limits.max_connections:
-            return self._refuse(conn, 503, "max_connections", "too many connections, try again later")
+            return self._refuse(503, "shutdown", "server shutting down")
+        if len(self.sessions) >= self.settings.limits.max_connections:
+            return self._refuse(503, "max_connections", "too many connections, try again later")
         return None
 
     def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
@@ -163,7 +147,7 @@ class App:
             return self._healthz()
         if path == "/metrics":
             if not self._authorized(request, query):
-                return self._refuse(conn, 401, "unauthorized", "missing or wrong token")
+                return self._refuse(401, "unauthorized", "missing or wrong token")
             return http_routes.metrics_response(self.metrics.render())
         if path in ("/", "/index.html"):
             return http_routes.static_file(self.static_dir, "index.html")
@@ -207,14 +191,16 @@ class App:
     async def _handle_vosk(self, ws: ServerConnection) -> None:
         await self._run_session(VoskSession(self, ws))
 
-    async def _run_session(self, session: Session) -> None:
+    async def _run_session(self, session: WebSocketSession) -> None:
         endpoint = session.endpoint
         if len(self.sessions) >= self.settings.limits.max_connections:  # raced past process_request
             self.metrics.connections_refused.inc(reason="max_connections")
-            await session.fail("server_busy", "too many connections, try again later", CloseCode.TRY_AGAIN)
+            await session.fail(
+                "server_busy", "too many connections, try again later", CloseCode.TRY_AGAIN_LATER
+            )
             return
         if session.engine_down():  # the inference worker died: tell the client to come back later
-            await session.fail("unavailable", ENGINE_DOWN, CloseCode.TRY_AGAIN)
+            await session.fail("unavailable", ENGINE_DOWN, CloseCode.TRY_AGAIN_LATER)
             return
         self.sessions.add(session)
         self.metrics.connections_active.inc(endpoint=endpoint)

@@ -7,9 +7,10 @@ import logging
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
-from .protocol import PROTOCOL_VERSION, CloseCode, ProtocolError, dumps
-from .session import Session, TokenBucket
+from .protocol import PROTOCOL_VERSION, ProtocolError
+from .session import TokenBucket, WebSocketSession
 
 log = logging.getLogger("streamer.server")
 
@@ -54,7 +55,7 @@ class ListenHub:
             queue.put_nowait(None)
 
 
-class ListenSession(Session):
+class ListenSession(WebSocketSession):
     endpoint = "listen"
     needs_engine = False  # relays the microphone's captions; opens no stream of its own
 
@@ -109,7 +110,3 @@ class ListenSession(Session):
 
     async def shutdown(self) -> None:
         """Nothing to finish here: ``ListenHub.close_all`` makes the pump send what is queued and close."""
-
-
-def dumps_event(message: dict[str, Any]) -> str:
-    return dumps(message)

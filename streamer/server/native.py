@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
-from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 from streamer.events import EndOfStream, Final, StreamError, to_dict
 from streamer.grammar import DecodingOptions
@@ -14,55 +15,43 @@ from streamer.readable import format_final
 
 from .protocol import (
     PROTOCOL_VERSION,
-    CloseCode,
     ProtocolError,
-    check_audio,
     close_code_for,
     event_message,
     parse_text,
 )
-from .session import Session, TokenBucket
+from .session import WebSocketSession
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
+
+    from .app import App
 
 log = logging.getLogger("streamer.server")
 
 
-class NativeSession(Session):
+class NativeSession(WebSocketSession):
     endpoint = "stream"
 
-    def __init__(self, app, ws) -> None:
+    def __init__(self, app: App, ws: ServerConnection) -> None:
         super().__init__(app, ws)
-        self.ending = False  # "end" received (or forced): no more audio
         self.terminal: tuple[str, str] | None = None  # error sent instead of "end" (max_duration)
         self.going_away = False  # shutdown: close 1001 after "end"
         self.sender: asyncio.Task | None = None
-        self.text_bucket = TokenBucket(self.limits.text_rate_per_s, self.limits.text_burst)
-        self.frame_bucket = TokenBucket(self.limits.frame_rate_per_s, 2 * self.limits.frame_rate_per_s)
         self.punctuator = None  # set from the start message's "format"
 
-    async def run(self) -> None:
-        try:
-            await self._run()
-        except ProtocolError as exc:
-            await self.fail(exc.code, exc.message)
-        except ConnectionClosed:
-            if self.bridge is not None and not self.ending:
-                log.info("stream %s: client %s went away mid-stream", self.stream_id, self.peer)
-                self.app.metrics.errors.inc(code="client_gone")
-        except Exception as exc:
-            log.exception("stream %s failed", self.stream_id)
-            await self.fail("internal", f"internal error: {type(exc).__name__}")
-        finally:
-            if self.sender is not None and not self.sender.done():
-                self.sender.cancel()
-            self.release()
+    def release(self) -> None:
+        if self.sender is not None and not self.sender.done():
+            self.sender.cancel()
+        super().release()
 
-    async def _run(self) -> None:
+    async def serve(self) -> None:
         # 1. the start message, within handshake_timeout_s
         while True:
             message = await self.recv(self.limits.handshake_timeout_s, "start_timeout")
             if isinstance(message, bytes):
                 raise ProtocolError("not_started", "audio before the start message")
-            self._check_text_rate()
+            self.check_text_rate()
             command = parse_text(message, self.limits.max_text_bytes)
             if command.type != "start":
                 raise ProtocolError("not_started", f"{command.type!r} before the start message")
@@ -86,7 +75,7 @@ class NativeSession(Session):
         self.sender = asyncio.create_task(self._send_events())
 
         # 2. audio and commands until "end"
-        while not self.ending and not self.closing:
+        while not self.ended and not self.closing:
             receive = asyncio.ensure_future(self.recv(self.limits.idle_timeout_s, "idle_timeout"))
             done, _ = await asyncio.wait({receive, self.sender}, return_when=asyncio.FIRST_COMPLETED)
             if receive not in done:  # the sender finished (fatal engine error) first
@@ -96,7 +85,7 @@ class NativeSession(Session):
             if isinstance(message, bytes):
                 self._audio(message)
             else:
-                self._check_text_rate()
+                self.check_text_rate()
                 command = parse_text(message, self.limits.max_text_bytes)
                 if command.type == "start":
                     raise ProtocolError("bad_message", "start sent twice")
@@ -119,40 +108,23 @@ class NativeSession(Session):
                 "internal", f"the engine did not finish the stream within {timeout:.0f} s"
             ) from None
 
-    def _check_text_rate(self) -> None:
-        if not self.text_bucket.take():
-            raise ProtocolError(
-                "flood", f"more than {self.limits.text_rate_per_s:g} text messages per second"
-            )
-
     def _audio(self, data: bytes) -> None:
         assert self.bridge is not None
-        if not self.frame_bucket.take():
-            raise ProtocolError(
-                "flood", f"more than {self.limits.frame_rate_per_s:g} binary frames per second"
-            )
-        if self.ending:  # shutdown ended the stream while this frame was in flight: drop it
+        self.check_frame_rate()
+        if self.ended:  # shutdown ended the stream while this frame was in flight: drop it
             return
-        if len(data) > self.limits.max_frame_bytes:
-            raise ProtocolError("frame_too_large", f"binary frame over {self.limits.max_frame_bytes} bytes")
-        samples = check_audio(data, self.bridge.config.encoding)
-        seconds = samples.size / self.bridge.config.sample_rate
-        if self.bridge.received_s + seconds > self.limits.max_stream_s:
+        samples = self.frame_samples(data, self.bridge.config.encoding)
+        if self.over_max_duration(self.bridge, samples.size):
             # Finish what we have: its finals go out, then the error, then close.
-            self.terminal = (
-                "max_duration",
-                f"stream longer than max_stream_s={self.limits.max_stream_s:g} s",
-            )
+            error = self.max_duration_error()
+            self.terminal = (error.code, error.message)
             self._end()
             return
-        try:
-            self.bridge.accept(data, samples.size)
-        except ValueError as exc:  # streamer.pcm.AudioFormatError
-            raise ProtocolError("bad_audio", str(exc)) from None
+        self.accept(self.bridge, data, samples.size)
 
     def _end(self) -> None:
-        if not self.ending and self.bridge is not None:
-            self.ending = True
+        if not self.ended and self.bridge is not None:
+            self.ended = True
             self.bridge.stream.end()
 
     async def _send_events(self) -> None:
@@ -169,7 +141,7 @@ class NativeSession(Session):
                 if self.going_away:
                     await self.close(CloseCode.GOING_AWAY, "server shutting down")
                 else:
-                    await self.close(CloseCode.NORMAL, "end of stream")
+                    await self.close(CloseCode.NORMAL_CLOSURE, "end of stream")
                 return
             if isinstance(event, StreamError):
                 if event.fatal:

@@ -13,57 +13,46 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 import numpy as np
+from websockets.frames import CloseCode
 
+from streamer import pcm
 from streamer.grammar import GrammarError, Hotword, check_hotwords, check_max_alternatives, check_phrases
 from streamer.readable import FORMATS
 
 PROTOCOL_VERSION = 1
-MIN_SAMPLE_RATE = 8000
-MAX_SAMPLE_RATE = 192000
 # encoding -> bytes per sample
-ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "f32le": 4}
+ENCODINGS: dict[str, int] = {name: pcm.ENCODINGS[name].itemsize for name in pcm.WIRE_ENCODINGS}
 
 VOSK_EOF = '{"eof" : 1}'
 VOSK_RESET = '{"reset" : 1}'
 
 
-class CloseCode(IntEnum):
-    NORMAL = 1000
-    GOING_AWAY = 1001  # server shutting down
-    INVALID_DATA = 1007  # malformed JSON, malformed audio
-    POLICY = 1008  # protocol misuse, timeouts, limits
-    TOO_BIG = 1009  # frame or text message over the limit
-    INTERNAL = 1011
-    TRY_AGAIN = 1013  # overloaded / too many connections / engine worker down
-
-
 # error code -> close code used when the error is fatal (docs/protocol.md, "Errors")
 ERROR_CLOSE_CODES: dict[str, CloseCode] = {
     "bad_json": CloseCode.INVALID_DATA,
-    "bad_message": CloseCode.POLICY,
-    "not_started": CloseCode.POLICY,
+    "bad_message": CloseCode.POLICY_VIOLATION,
+    "not_started": CloseCode.POLICY_VIOLATION,
     "bad_audio": CloseCode.INVALID_DATA,
-    "frame_too_large": CloseCode.TOO_BIG,
-    "text_too_large": CloseCode.TOO_BIG,
-    "flood": CloseCode.POLICY,
-    "start_timeout": CloseCode.POLICY,
-    "idle_timeout": CloseCode.POLICY,
-    "max_duration": CloseCode.POLICY,
-    "no_source": CloseCode.POLICY,
-    "overload": CloseCode.TRY_AGAIN,
-    "server_busy": CloseCode.TRY_AGAIN,
-    "unavailable": CloseCode.TRY_AGAIN,
+    "frame_too_large": CloseCode.MESSAGE_TOO_BIG,
+    "text_too_large": CloseCode.MESSAGE_TOO_BIG,
+    "flood": CloseCode.POLICY_VIOLATION,
+    "start_timeout": CloseCode.POLICY_VIOLATION,
+    "idle_timeout": CloseCode.POLICY_VIOLATION,
+    "max_duration": CloseCode.POLICY_VIOLATION,
+    "no_source": CloseCode.POLICY_VIOLATION,
+    "overload": CloseCode.TRY_AGAIN_LATER,
+    "server_busy": CloseCode.TRY_AGAIN_LATER,
+    "unavailable": CloseCode.TRY_AGAIN_LATER,
     "shutdown": CloseCode.GOING_AWAY,
-    "internal": CloseCode.INTERNAL,
+    "internal": CloseCode.INTERNAL_ERROR,
 }
 
 
 def close_code_for(error_code: str) -> CloseCode:
-    return ERROR_CLOSE_CODES.get(error_code, CloseCode.INTERNAL)
+    return ERROR_CLOSE_CODES.get(error_code, CloseCode.INTERNAL_ERROR)
 
 
 class ProtocolError(Exception):
@@ -97,10 +86,6 @@ class StartConfig:
     format: str = "raw"  # finals: "raw" (as recognized) | "readable" (punctuated, true-cased)
     decoding: DecodingRequest | None = None
 
-    @property
-    def sample_width(self) -> int:
-        return ENCODINGS[self.encoding]
-
 
 @dataclass(frozen=True)
 class Command:
@@ -124,12 +109,10 @@ def parse_sample_rate(value: Any) -> int:
         raise ProtocolError("bad_message", f"sample_rate must be a number, got {value!r}")
     if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
         raise ProtocolError("bad_message", f"sample_rate must be a whole number of Hz, got {value!r}")
-    rate = int(value)
-    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        raise ProtocolError(
-            "bad_message", f"sample_rate {rate} outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz"
-        )
-    return rate
+    try:
+        return pcm.check_sample_rate(int(value))
+    except pcm.AudioFormatError as exc:
+        raise ProtocolError("bad_message", str(exc)) from None
 
 
 def parse_start(obj: dict[str, Any]) -> StartConfig:
@@ -197,19 +180,12 @@ def parse_text(text: str, max_bytes: int = 65536) -> Command:
 
 
 def check_audio(data: bytes, encoding: str) -> np.ndarray:
-    """Validate one binary frame and return its samples as float32 in [-1, 1] (a copy-free view for s16)."""
-    width = ENCODINGS[encoding]
-    if len(data) % width:
-        raise ProtocolError(
-            "bad_audio",
-            f"{encoding} frame of {len(data)} bytes is not a whole number of {width}-byte samples",
-        )
-    if encoding == "pcm_s16le":
-        return np.frombuffer(data, dtype="<i2")
-    samples = np.frombuffer(data, dtype="<f4")
-    if samples.size and not np.isfinite(samples).all():
-        raise ProtocolError("bad_audio", "f32le frame contains NaN or infinite samples")
-    return samples
+    """One binary frame's samples as sent (a copy-free view), or ProtocolError ``bad_audio``
+    (``streamer.pcm.check_frame``: whole samples, finite floats)."""
+    try:
+        return pcm.check_frame(data, encoding)
+    except pcm.AudioFormatError as exc:
+        raise ProtocolError("bad_audio", str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------- events

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from streamer.events import EndOfStream, Event, Final, Partial, StreamError
+import numpy as np
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
-from .protocol import CloseCode, DecodingRequest, ProtocolError, StartConfig, close_code_for, dumps
+from streamer.events import Event, Final, Partial
+from streamer.latency import ArrivalTimes
+
+from .protocol import (
+    DecodingRequest,
+    ProtocolError,
+    StartConfig,
+    check_audio,
+    close_code_for,
+    dumps,
+)
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -23,8 +34,6 @@ if TYPE_CHECKING:
     from .app import App
 
 log = logging.getLogger("streamer.server")
-
-_MAX_ARRIVALS = 4096
 
 # How long a session waits for the engine's last finals after end-of-stream (or at shutdown):
 # END_TIMEOUT_BASE_S plus END_TIMEOUT_RTF seconds per second of the stream's audio still queued for
@@ -87,8 +96,7 @@ class EngineBridge:
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.received_s = 0.0  # seconds of audio accepted
-        self._arrival_s: list[float] = []
-        self._arrival_t: list[float] = []
+        self._arrivals = ArrivalTimes()  # by seconds of audio received
         self._closed = False
         self.stream: RecognitionStream = app.engine.open_stream(
             self._on_event,
@@ -112,16 +120,10 @@ class EngineBridge:
         now = time.monotonic()
         metrics = self.app.metrics
         if isinstance(event, Partial | Final):
-            arrived = self._arrival_of(float(event.end))
+            arrived = self._arrivals.of(float(event.end) - 1e-3)  # event times are rounded to ms
             if arrived is not None:
                 metrics.latency.observe(max(0.0, now - arrived), type=event.type)
         self.queue.put_nowait(event)
-
-    def _arrival_of(self, seconds: float) -> float | None:
-        i = bisect.bisect_left(self._arrival_s, seconds - 1e-3)  # event times are rounded to ms
-        if i >= len(self._arrival_s):
-            return None
-        return self._arrival_t[i]
 
     def accept(self, data: bytes, n_samples: int) -> None:
         """Hand one validated frame to the engine (non-blocking)."""
@@ -130,11 +132,7 @@ class EngineBridge:
         self.stream.accept(data)
         seconds = n_samples / self.config.sample_rate
         self.received_s += seconds
-        self._arrival_s.append(self.received_s)
-        self._arrival_t.append(time.monotonic())
-        if len(self._arrival_s) > _MAX_ARRIVALS:
-            del self._arrival_s[: _MAX_ARRIVALS // 2]
-            del self._arrival_t[: _MAX_ARRIVALS // 2]
+        self._arrivals.note(self.received_s)
         self.app.metrics.audio_seconds.inc(seconds, endpoint=self.endpoint)
 
     async def wait_idle(self, timeout: float) -> bool:
@@ -169,8 +167,9 @@ class EngineBridge:
 ENGINE_DOWN = "the recognition engine is not running; try again later"
 
 
-class Session:
-    """Base of the websocket sessions: error reporting, closing, registration for shutdown."""
+class WebSocketSession:
+    """Base of the websocket sessions: the run loop's error handling, the checks every frame passes,
+    error reporting, closing, registration for shutdown."""
 
     endpoint = "stream"
     needs_engine = True  # opens engine streams: refused while the engine worker is dead
@@ -182,6 +181,66 @@ class Session:
         self.bridge: EngineBridge | None = None
         self.closing = False
         self.stream_id = ""
+        self.ended = False  # the client ended its stream (or the server did): no more audio
+        self.text_bucket = TokenBucket(self.limits.text_rate_per_s, self.limits.text_burst)
+        self.frame_bucket = TokenBucket(self.limits.frame_rate_per_s, 2 * self.limits.frame_rate_per_s)
+
+    async def run(self) -> None:
+        """Serve the connection (:meth:`serve`); any failure becomes an error event and a close."""
+        try:
+            await self.serve()
+        except ProtocolError as exc:
+            await self.fail(exc.code, exc.message)
+        except ConnectionClosed:
+            if self.bridge is not None and not self.ended:
+                log.info("%s %s: client %s went away mid-stream", self.endpoint, self.stream_id, self.peer)
+                self.app.metrics.errors.inc(code="client_gone")
+        except Exception as exc:
+            log.exception("%s session %s failed", self.endpoint, self.stream_id)
+            await self.fail("internal", f"internal error: {type(exc).__name__}")
+        finally:
+            self.release()
+
+    async def serve(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    # -- what every message passes -----------------------------------------------------------------
+
+    def check_text_rate(self) -> None:
+        if not self.text_bucket.take():
+            raise ProtocolError(
+                "flood", f"more than {self.limits.text_rate_per_s:g} text messages per second"
+            )
+
+    def check_frame_rate(self) -> None:
+        if not self.frame_bucket.take():
+            raise ProtocolError(
+                "flood", f"more than {self.limits.frame_rate_per_s:g} binary frames per second"
+            )
+
+    def frame_samples(self, data: bytes, encoding: str) -> np.ndarray:
+        """A binary frame's samples as sent, once its size and content pass (ProtocolError if not)."""
+        if len(data) > self.limits.max_frame_bytes:
+            raise ProtocolError("frame_too_large", f"binary frame over {self.limits.max_frame_bytes} bytes")
+        return check_audio(data, encoding)
+
+    def over_max_duration(self, bridge: EngineBridge, n_samples: int) -> bool:
+        """Would ``n_samples`` more take the stream past ``limits.max_stream_s``?"""
+        return bridge.received_s + n_samples / bridge.config.sample_rate > self.limits.max_stream_s
+
+    def max_duration_error(self) -> ProtocolError:
+        return ProtocolError(
+            "max_duration", f"stream longer than max_stream_s={self.limits.max_stream_s:g} s"
+        )
+
+    @staticmethod
+    def accept(bridge: EngineBridge, data: bytes, n_samples: int) -> None:
+        """Hand a checked frame to the engine; its refusal (``streamer.pcm.AudioFormatError``) is
+        ProtocolError ``bad_audio``."""
+        try:
+            bridge.accept(data, n_samples)
+        except ValueError as exc:
+            raise ProtocolError("bad_audio", str(exc)) from None
 
     async def decoding_options(self, request: DecodingRequest | None) -> DecodingOptions | None:
         """The engine's options for a client's request (grammar checked against the model's vocabulary);
@@ -241,7 +300,7 @@ class Session:
             {"type": "error", "stream_id": self.stream_id, "code": code, "message": message, "fatal": True}
         )
 
-    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         self.closing = True
         reason_bytes = reason.encode()[:120]
         # Keep reading (and dropping) what the client still sends, or its close frame could sit behind
@@ -278,11 +337,3 @@ class Session:
     def release(self) -> None:
         if self.bridge is not None:
             self.bridge.close()
-
-
-def is_fatal(event: Event) -> bool:
-    return isinstance(event, StreamError) and event.fatal
-
-
-def is_end(event: Event) -> bool:
-    return isinstance(event, EndOfStream)

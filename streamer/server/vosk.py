@@ -14,33 +14,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 from streamer.events import Final, Partial, StreamError, to_dict
 from streamer.grammar import DecodingOptions, GrammarError
 
 from .protocol import (
-    CloseCode,
     ProtocolError,
     StartConfig,
-    check_audio,
     close_code_for,
     parse_vosk_text,
     vosk_dump,
     vosk_partial,
     vosk_result,
 )
-from .session import EngineBridge, Session, TokenBucket
+from .session import EngineBridge, WebSocketSession
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
+
+    from .app import App
 
 log = logging.getLogger("streamer.server")
 
 
-class VoskSession(Session):
+class VoskSession(WebSocketSession):
     endpoint = "vosk"
 
-    def __init__(self, app, ws) -> None:
+    def __init__(self, app: App, ws: ServerConnection) -> None:
         super().__init__(app, ws)
         self.sample_rate = 16000
         self.words = True
@@ -50,34 +53,16 @@ class VoskSession(Session):
         self.finals: list[dict[str, Any]] = []  # finals not yet replied
         self.partial_text = ""
         self.open_utterance = False  # a partial with text arrived since the last final
-        self.ended = False
-        self.text_bucket = TokenBucket(self.limits.text_rate_per_s, self.limits.text_burst)
-        self.frame_bucket = TokenBucket(self.limits.frame_rate_per_s, 2 * self.limits.frame_rate_per_s)
 
     async def send_error(self, code: str, message: str) -> None:
         await self.ws.send(vosk_dump({"error": message, "code": code}))
 
-    async def run(self) -> None:
-        try:
-            await self._run()
-        except ProtocolError as exc:
-            await self.fail(exc.code, exc.message)
-        except ConnectionClosed:
-            if self.bridge is not None and not self.ended:
-                self.app.metrics.errors.inc(code="client_gone")
-        except Exception as exc:
-            log.exception("vosk session failed")
-            await self.fail("internal", f"internal error: {type(exc).__name__}")
-        finally:
-            self.release()
-
-    async def _run(self) -> None:
+    async def serve(self) -> None:
         while not self.closing:
             timeout = self.limits.handshake_timeout_s if self.bridge is None else self.limits.idle_timeout_s
             message = await self.recv(timeout, "start_timeout" if self.bridge is None else "idle_timeout")
             if isinstance(message, str):
-                if not self.text_bucket.take():
-                    raise ProtocolError("flood", "too many text messages per second")
+                self.check_text_rate()
                 command = parse_vosk_text(message, self.limits.max_text_bytes)
                 if command.type == "config":
                     if command.sample_rate is not None:
@@ -158,22 +143,12 @@ class VoskSession(Session):
         return vosk_partial(self.partial_text)
 
     async def _frame(self, data: bytes) -> None:
-        if not self.frame_bucket.take():
-            raise ProtocolError(
-                "flood", f"more than {self.limits.frame_rate_per_s:g} binary frames per second"
-            )
-        if len(data) > self.limits.max_frame_bytes:
-            raise ProtocolError("frame_too_large", f"binary frame over {self.limits.max_frame_bytes} bytes")
-        samples = check_audio(data, "pcm_s16le")
+        self.check_frame_rate()
+        samples = self.frame_samples(data, "pcm_s16le")
         bridge = self._open()
-        if bridge.received_s + samples.size / self.sample_rate > self.limits.max_stream_s:
-            raise ProtocolError(
-                "max_duration", f"stream longer than max_stream_s={self.limits.max_stream_s:g} s"
-            )
-        try:
-            bridge.accept(data, samples.size)
-        except ValueError as exc:
-            raise ProtocolError("bad_audio", str(exc)) from None
+        if self.over_max_duration(bridge, samples.size):
+            raise self.max_duration_error()
+        self.accept(bridge, data, samples.size)
         if not await self._caught_up(self.app.settings.server.vosk_reply_wait_s):
             self.app.metrics.vosk_late_replies.inc()
         await self.ws.send(self._reply())
@@ -197,7 +172,7 @@ class VoskSession(Session):
         else:
             finals = []
         await self.ws.send(self._result(finals))
-        await self.close(CloseCode.NORMAL, "")
+        await self.close(CloseCode.NORMAL_CLOSURE, "")
 
     async def shutdown(self) -> None:
         """Server stopping: send the final result of the open utterance, then close 1001."""
