@@ -74,6 +74,7 @@ from streamer.grammar import (
     check_max_alternatives,
     check_phrases,
 )
+from streamer.loading import load_ctc_model, run_dtype
 from streamer.offline import offline_windows
 from streamer.pcm import MODEL_SAMPLE_RATE, AudioFormatError, PcmDecoder, check_encoding, check_sample_rate
 from streamer.scheduler import BatchScheduler
@@ -106,54 +107,23 @@ class EngineStats:
 # -- model loading ---------------------------------------------------------------------------------
 
 
-def _default_model_dir() -> Path:
-    from model import default_model_dir  # type: ignore[attr-defined]
-
-    return Path(default_model_dir())
-
-
 def load_model(settings: Settings) -> tuple[Any, Any, Any, str]:
-    """(model, tokenizer, config, name) for ``settings.model``; quantized/cast/moved as configured."""
+    """(model, tokenizer, config, name) for ``settings.model`` (``streamer.loading.load_ctc_model``)."""
     import torch
 
+    from model import Wav2Vec2CTCTokenizer
+
     ms = settings.model
-    path = Path(ms.path) if ms.path else _default_model_dir()
     if ms.threads > 0:
         torch.set_num_threads(ms.threads)
-    from model import Wav2Vec2ConformerForCTC, Wav2Vec2CTCTokenizer, quantize_dynamic_int8
-
-    dtype = model_dtype(ms)
-    # Loaded in its run dtype on the CPU so that the dense layers are packed for it once (model.cpu_fast_path).
-    on_cpu = torch.device(ms.device).type == "cpu"
-    load_dtype = getattr(torch, dtype) if on_cpu and not ms.quantize else None
-    if ms.quantize:
-        if ms.quantize != "int8":
-            raise ValueError(f"model.quantize must be 'int8' or unset, got {ms.quantize!r}")
-        if ms.device != "cpu":
-            raise ValueError("int8 dynamic quantization runs on the CPU only")
-    # int8: pack only the layers left in float, after quantizing (no transient packed copy of the rest)
-    route = "aten" if ms.quantize else "auto"
-    model = Wav2Vec2ConformerForCTC.from_pretrained(str(path), dtype=load_dtype, linear_route=route).eval()
-    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(path))
-    if ms.quantize:
-        from model.cpu_fast_path import route_linears
-
-        model = quantize_dynamic_int8(model, inplace=True)
-        route_linears(model, "auto")
-    model = model.to(ms.device)
-    if dtype != "float32":
-        model = model.to(getattr(torch, dtype))
-    log.info("model %s on %s: %s%s", path.name, ms.device, dtype, " + int8 dynamic" if ms.quantize else "")
-    return model, tokenizer, model.config, path.name
+    loaded = load_ctc_model(ms.path or None, device=ms.device, dtype=ms.dtype, quantize=ms.quantize)
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(loaded.directory))
+    return loaded.model, tokenizer, loaded.model.config, loaded.directory.name
 
 
 def model_dtype(ms: ModelSettings) -> str:
-    """``model.dtype`` with "auto" resolved (bf16 on CPUs with bf16 hardware; float32 under int8)."""
-    from model.quantize import resolve_dtype
-
-    if ms.dtype == "auto" and ms.quantize:
-        return "float32"  # the int8 layers quantize float32 activations; the float edges stay float32
-    return resolve_dtype(ms.dtype, ms.device)
+    """``model.dtype`` with "auto" resolved (``streamer.loading.run_dtype``)."""
+    return run_dtype(ms.dtype, ms.device, ms.quantize)
 
 
 # -- counters --------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from model.tokenizer import Wav2Vec2CTCTokenizer
 from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, WORD_SCORE, BeamDecoder
 from streamer.beam import word_confidence
 from streamer.ctc_merge import Vocabulary
+from streamer.finals import final_method
 from streamer.grammar import Grammar, GrammarError, Hotword, align_words, parse_hotword_arg, read_grammar_file
 from streamer.offline import WHOLE_FILE_LIMIT_S, WINDOW_CONTEXT_S, WINDOW_S, offline_windows
 from streamer.vad import VAD_KINDS, GateSettings, resolve_vad, speech_spans
@@ -234,41 +235,21 @@ def load_recognizer(
     quantize: str | None = None,
 ) -> Recognizer:
     """Load network and processor from one model directory (``None``: the embedded default model)."""
-    from model.quantize import resolve_dtype
+    from streamer.loading import load_ctc_model
 
-    if quantize not in (None, "int8"):
-        raise ValueError(f"quantize must be 'int8' or absent, got {quantize!r}")
-    torch_device = torch.device(device)
-    dtype = "float32" if quantize and dtype == "auto" else resolve_dtype(dtype, torch_device)
-    if quantize and torch_device.type != "cpu":
-        raise ValueError("--quantize int8 runs on the CPU only")
-    directory = _resolve_model_dir(dir_or_id)
-    network = _load_network(directory, DTYPES[dtype], torch_device)
-    if quantize == "int8":
-        from model.quantize import quantize_dynamic_int8
-
-        network = quantize_dynamic_int8(network)
-    network.eval()
+    loaded = load_ctc_model(dir_or_id, device=device, dtype=dtype, quantize=quantize)
+    network = loaded.model
     config = getattr(network, "config", None)
     geometry = FrameGeometry.from_config(config) if hasattr(config, "conv_kernel") else FrameGeometry()
-    processor = Wav2Vec2Processor.from_pretrained(directory)
-    return Recognizer(network, processor, torch_device, DTYPES[dtype], geometry, model_dir=str(directory))
-
-
-def _resolve_model_dir(dir_or_id: str | Path | None) -> Path:
-    if dir_or_id is None:
-        import model
-
-        return Path(model.default_model_dir())
-    from model.checkpoint import resolve_model_dir
-
-    return Path(resolve_model_dir(dir_or_id))
-
-
-def _load_network(directory: Path, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
-    from model import Wav2Vec2ConformerForCTC
-
-    return Wav2Vec2ConformerForCTC.from_pretrained(directory, dtype=dtype, device=device)
+    processor = Wav2Vec2Processor.from_pretrained(loaded.directory)
+    return Recognizer(
+        network,
+        processor,
+        torch.device(device),
+        DTYPES[loaded.dtype],
+        geometry,
+        model_dir=str(loaded.directory),
+    )
 
 
 # -- inference ---------------------------------------------------------------------------------------
@@ -309,16 +290,19 @@ def transcribe_audio(
     if len(log_probs) == 0:
         return Transcription(text="")
     tokenizer = recognizer.processor.tokenizer
-    if grammar is not None:
+    method = final_method(grammar=grammar is not None, beam=decoder != "greedy", hotwords=bool(hotwords))
+    if method == "grammar":
+        assert grammar is not None
         if not isinstance(grammar, Grammar):
             grammar = compile_grammar(grammar, recognizer)
         return grammar_decode(log_probs, grammar, recognizer.frame_seconds)
     boosted = [h if isinstance(h, Hotword) else parse_hotword_arg(h) for h in hotwords or ()]
-    if decoder != "greedy" and search is None:
-        search = _default_search(recognizer, decoder, beam_width)
-    if boosted and search is None:
-        search = make_beam_search(tokenizer, beam_width, None)
-    if (decoder == "greedy" and not boosted) or search is None:
+    if method == "beam" and search is None:
+        if decoder != "greedy":  # "auto" settles on greedy when no beam search can be built
+            search = _default_search(recognizer, decoder, beam_width)
+        if boosted and search is None:
+            search = make_beam_search(tokenizer, beam_width, None)
+    if method == "greedy" or search is None:
         return greedy_decode(log_probs, tokenizer, recognizer.frame_seconds)
     return beam_decode(log_probs, tokenizer, recognizer.frame_seconds, search, boosted)
 
