@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -202,29 +203,32 @@ class Histogram(_Metric):
         return lines
 
 
+M = TypeVar("M", bound=_Metric)
+
+
 class Registry:
     def __init__(self) -> None:
         self._metrics: dict[str, _Metric] = {}
 
-    def register(self, metric: _Metric) -> _Metric:
+    def register(self, metric: M) -> M:
         if metric.name in self._metrics:
             raise ValueError(f"duplicate metric {metric.name}")
         self._metrics[metric.name] = metric
         return metric
 
     def counter(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> Counter:
-        return self.register(Counter(name, help_text, labelnames))  # type: ignore[return-value]
+        return self.register(Counter(name, help_text, labelnames))
 
     def callback_counter(self, name: str, help_text: str, callback: Callable[[], float]) -> CallbackCounter:
-        return self.register(CallbackCounter(name, help_text, callback))  # type: ignore[return-value]
+        return self.register(CallbackCounter(name, help_text, callback))
 
     def gauge(self, name: str, help_text: str, labelnames: Sequence[str] = (), callback=None) -> Gauge:
-        return self.register(Gauge(name, help_text, labelnames, callback))  # type: ignore[return-value]
+        return self.register(Gauge(name, help_text, labelnames, callback))
 
     def histogram(
         self, name: str, help_text: str, labelnames: Sequence[str] = (), buckets=LATENCY_BUCKETS
     ) -> Histogram:
-        return self.register(Histogram(name, help_text, labelnames, buckets))  # type: ignore[return-value]
+        return self.register(Histogram(name, help_text, labelnames, buckets))
 
     def render(self) -> str:
         lines: list[str] = []

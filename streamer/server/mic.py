@@ -19,6 +19,8 @@ from streamer.events import Event, StreamError, to_dict
 from .protocol import event_message
 
 if TYPE_CHECKING:
+    from streamer.stream import RecognitionStream
+
     from .app import App
 
 log = logging.getLogger("streamer.server.mic")
@@ -54,7 +56,7 @@ class MicSource:
         self.retry_max_s = retry_max_s
         self.stall_s = stall_s
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.engine_stream: Any = None
+        self.engine_stream: RecognitionStream | None = None
         self.stream_id = ""
         self.capturing = False
         self.errors: list[str] = []  # recent error messages (newest last), for /healthz
@@ -226,21 +228,12 @@ class MicSource:
                 pass
         if self.engine_stream is None:
             return
-        if drain:
-            ended = asyncio.Event()
-            original = self._deliver
-
-            def deliver(event: Event) -> None:
-                original(event)
-                if event.type == "end":
-                    ended.set()
-
-            self._deliver = deliver  # type: ignore[method-assign]
+        if drain:  # idle after end: EndOfStream has been handed to _deliver (through the same loop queue)
             try:
                 self.engine_stream.end()
                 async with asyncio.timeout(timeout):
-                    await ended.wait()
-            except (TimeoutError, Exception):
+                    await asyncio.wrap_future(self.engine_stream.when_idle())
+            except Exception:
                 pass
         with contextlib.suppress(Exception):
             self.engine_stream.close()
