@@ -17,27 +17,15 @@ Threading: ``accept``/``reset``/``end``/``close`` may be called from any thread 
 model; ``on_event`` is always called from the inference worker (or, in :meth:`transcribe_stream` without
 a started worker, from the calling thread).
 
-Normalization and defaults, by measurement (``bench/plot_streaming.py --threads 1``: CPU seconds with
-one intra-op thread and passive OpenMP waits, because wall time on the shared 2-core machine mostly
-measured the neighbours; 62 s of synthesized speech; session 1's en-small architecture with the 7-layer
-front end; the shipped 3-layer one measures 1.47x at the default layout, docs/streaming_tradeoffs.png):
-
-    layout (left/chunk/look-ahead s)   normalization   compute vs one offline forward
-    2.0 / 0.5 / 0.5                    window          2.93x
-    2.0 / 0.5 / 0.5                    running         2.30x   (feature encoder runs once per sample)
-    1.0 / 0.5 / 0.5  (default)         running         1.53x
-    1.0 / 0.5 / 0.3                    running         1.39x
-    0.5 / 0.5 / 0.3                    running         1.01x
-    1.0 / 0.8 / 0.4                    running         1.24x
-
-``running`` (mean/variance of everything the stream has sent so far) is the default: it stays closer to
-the offline transcript than per-window statistics in every pair measured (CER of streamed vs offline
-text, same layout: 23.5% vs 37.7% with random en-small weights at 2/0.5/0.5; 7.5% vs 9.8% and 5.5% vs
-6.3% with the step-1200 training checkpoint at 2/0.5/0.5 and 1/0.5/0.3: a window that is mostly pause
-gets blown up to unit variance, the running estimate converges to the whole-utterance statistics the
-model was trained with), and it is what makes the feature-encoder cache valid. The chunk (0.5 s) bounds
-partial latency (a sample waits at most one chunk for its window); look-ahead costs compute but no
-partial latency (look-ahead text is shown as ``tentative`` at once), so it gets the larger share.
+Normalization and defaults. ``running`` normalization (mean/variance of everything the segment has
+sent so far) is the default: a window that is mostly pause gets blown up to unit variance by its own
+statistics, while the running estimate converges to the whole-utterance statistics the model was
+trained with, so it stays closer to the offline transcript; and it is what makes the feature-encoder
+cache valid (the feature encoder then runs once per sample). The chunk (0.5 s) bounds partial latency
+(a sample waits at most one chunk for its window); look-ahead costs compute but no partial latency
+(look-ahead text is shown as ``tentative`` at once), so it gets the larger share. The measured
+compute and accuracy of each layout are in ``docs/RESULTS.md`` ("Streaming window layout and
+normalization").
 
 Overload: audio waiting for the model is bounded by ``limits.max_queued_s`` (and the ring buffer by
 ``streaming.buffer_s``). Past that, ``overload_policy="drop_oldest"`` closes the open utterance, drops the

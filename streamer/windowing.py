@@ -19,7 +19,7 @@ chunked on arrival: the same audio always gives the same windows.
 Normalization (the model was trained on per-utterance zero-mean unit-variance input):
 ``"window"`` normalizes each window by its own statistics; ``"running"`` uses the mean/variance of all
 segment samples up to the window end. Both are deterministic functions of the audio. Measured figures
-are in ``streamer/engine.py``'s module docstring.
+are in ``docs/RESULTS.md``.
 
 Energy gate. A window whose chunk + look-ahead is quieter than ``energy_gate_dbfs`` (loudest 20 ms RMS)
 is not sent to the model: its owned frames are blank. Silence costs no model compute, and per-window

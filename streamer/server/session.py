@@ -137,14 +137,18 @@ class EngineBridge:
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait (at most ``timeout`` s) until the engine has processed every window this stream's audio
-        allows so far (:meth:`streamer.engine.RecognitionStream.when_idle`); False on timeout.
+        allows so far (:meth:`streamer.stream.RecognitionStream.when_idle`); False on timeout.
 
         The events it emitted on the way are in ``queue`` when this returns: both travel through the
         loop's ``call_soon_threadsafe`` queue, the events first.
         """
+        idle = self.stream.when_idle()
+        if idle.done():
+            await asyncio.sleep(0)  # the events that led there are already on the loop's queue
+            return True
         try:
             async with asyncio.timeout(max(timeout, 0.0)):
-                await asyncio.wrap_future(self.stream.when_idle())
+                await asyncio.wrap_future(idle)
         except TimeoutError:
             return False
         return True

@@ -52,7 +52,6 @@ class VoskSession(WebSocketSession):
         self.decoding: DecodingOptions | None = None
         self.finals: list[dict[str, Any]] = []  # finals not yet replied
         self.partial_text = ""
-        self.open_utterance = False  # a partial with text arrived since the last final
 
     async def send_error(self, code: str, message: str) -> None:
         await self.ws.send(vosk_dump({"error": message, "code": code}))
@@ -115,12 +114,10 @@ class VoskSession(WebSocketSession):
             event = self.bridge.queue.get_nowait()
             if isinstance(event, Partial):
                 self.partial_text = event.text
-                self.open_utterance = bool(event.text)
                 self.app.metrics.events.inc(type="partial")
             elif isinstance(event, Final):
                 self.finals.append(to_dict(event))
                 self.partial_text = ""
-                self.open_utterance = False
                 self.app.metrics.events.inc(type="final")
             elif isinstance(event, StreamError):
                 if event.fatal:
