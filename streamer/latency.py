@@ -29,7 +29,7 @@ class ArrivalTimes:
 
     def of(self, position: float) -> float | None:
         """When the sample at ``position`` arrived: the time of the first chunk reaching it (None: it has
-        not arrived, or was forgotten)."""
+        not arrived yet; a forgotten position gets the oldest time still kept)."""
         i = bisect.bisect_left(self._positions, position)
         return self._times[i] if i < len(self._times) else None
 

@@ -12,6 +12,7 @@ import threading
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -240,6 +241,58 @@ def test_reset_close_and_overload_policies(tiny_dir: Path) -> None:
     st.close()
     eng.scheduler.run_round()
     assert events == [] and eng.stats().active_streams == 0
+
+
+def test_when_idle_resolves_once_the_events_of_the_audio_so_far_are_out(tiny_dir: Path) -> None:
+    eng = RecognitionEngine(make_settings(tiny_dir))  # no worker: the rounds run here
+    events: list = []
+    st = eng.open_stream(events.append)
+    assert st.is_idle() and st.when_idle().done()
+    st.accept(babble(0.3))  # short of a window: it waits for more audio, not for the engine
+    assert st.is_idle() and st.when_idle().done()
+    st.accept(babble(2.0))
+    pending = st.when_idle()
+    assert not pending.done() and not st.is_idle()
+    at_resolution: list[int] = []
+    pending.add_done_callback(lambda _: at_resolution.append(len(events)))
+    eng.scheduler.run_round()
+    assert pending.done() and st.is_idle()
+    assert at_resolution == [len(events)] and any(isinstance(e, Partial) for e in events)
+    st.end()
+    finished = st.when_idle()
+    assert not finished.done()
+    while eng.scheduler.run_round():
+        pass
+    assert finished.done() and isinstance(events[-1], EndOfStream)
+
+
+def test_split_forward_equals_the_whole_forward(tiny_dir: Path) -> None:
+    """The cached-feature path's two halves (feature encoder, then the rest) give the model's output."""
+    import torch
+
+    from model import Wav2Vec2ConformerForCTC
+    from streamer.backend import ConformerBackend, CtcBackend, backend_for
+
+    x = np.random.default_rng(0).standard_normal((2, 8000)).astype(np.float32)
+    ours = backend_for(Wav2Vec2ConformerForCTC.from_pretrained(tiny_dir))
+    assert isinstance(ours, ConformerBackend) and ours.can_split
+    expected = ours(x)
+    np.testing.assert_allclose(ours.encode(ours.features(x)), expected, atol=1e-5)
+
+    class Logits(torch.nn.Module):  # any CTC model: whole windows only
+        def forward(self, x: torch.Tensor) -> Any:
+            return type("Output", (), {"logits": x[:, :10, None].repeat(1, 1, 3)})()
+
+    plain = backend_for(Logits())
+    assert type(plain) is CtcBackend and not plain.can_split and plain(x).shape == (2, 10, 3)
+    with pytest.raises(NotImplementedError):
+        plain.features(x)
+
+    transformers = pytest.importorskip("transformers")
+    theirs = backend_for(transformers.Wav2Vec2ConformerForCTC.from_pretrained(tiny_dir))
+    assert type(theirs).__name__ == "TransformersConformerBackend" and theirs.can_split
+    np.testing.assert_allclose(theirs(x), expected, atol=1e-4)
+    np.testing.assert_allclose(theirs.encode(theirs.features(x)), expected, atol=1e-4)
 
 
 def test_int8_quantized_model_runs(tiny_dir: Path) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from streamer.ctc_merge import CtcMerger, Vocabulary, greedy_collapse
 from streamer.endpointing import Endpointer
+from streamer.latency import ArrivalTimes
 from streamer.pcm import AudioFormatError, PcmDecoder, decode
 from streamer.ring_buffer import RingBuffer, RingBufferOverflow
 from streamer.windowing import Chunker, FrameGeometry, WindowLayout, loudness_dbfs
@@ -287,3 +288,13 @@ def test_heap_trimmer_runs_at_most_once_per_period() -> None:
     time.sleep(0.06)
     assert trimmer.maybe_trim() and not trimmer.maybe_trim()
     assert trimmer.trims == 1
+
+
+def test_arrival_times_find_the_chunk_that_brought_a_position() -> None:
+    arrivals = ArrivalTimes(limit=4)
+    for end, at in [(100, 1.0), (250, 2.0), (400, 3.0)]:
+        arrivals.note(end, at)
+    assert [arrivals.of(p) for p in (0, 100, 101, 250, 400, 401)] == [1.0, 1.0, 2.0, 2.0, 3.0, None]
+    arrivals.note(500, 4.0)
+    arrivals.note(600, 5.0)  # over the limit: the oldest half goes
+    assert [arrivals.of(p) for p in (100, 450, 600)] == [3.0, 4.0, 5.0]
