@@ -299,3 +299,22 @@ def test_static_content_types(tmp_path: Path):
     assert http_routes.static_file(tmp_path, "index.html").headers["Content-Type"].startswith("text/html")
     assert "javascript" in http_routes.static_file(tmp_path, "app.js").headers["Content-Type"]
     assert http_routes.static_file(tmp_path, "missing.css").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "rate", [MIN_SAMPLE_RATE - 1, MIN_SAMPLE_RATE, 44100, MAX_SAMPLE_RATE, MAX_SAMPLE_RATE + 1]
+)
+def test_the_protocol_and_the_engine_accept_the_same_sample_rates(rate):
+    from streamer.pcm import AudioFormatError, check_sample_rate
+
+    def accepted(check) -> bool:
+        try:
+            check()
+        except (ProtocolError, AudioFormatError):
+            return False
+        return True
+
+    native = accepted(lambda: parse_text(json.dumps({"type": "start", "sample_rate": rate})))
+    vosk = accepted(lambda: parse_vosk_text(json.dumps({"config": {"sample_rate": rate}})))
+    engine = accepted(lambda: check_sample_rate(rate))
+    assert native == vosk == engine == (MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE)
