@@ -66,9 +66,9 @@ def model_dir(tmp_path_factory) -> Path:
 def engine(model_dir):
     """A started RecognitionEngine on ``model_dir``, shared by one test module."""
     from streamer.engine import RecognitionEngine
-    from streamer.server.testing import test_settings
+    from streamer.server.testing import settings_for_tests
 
-    engine = RecognitionEngine(test_settings(model_dir))
+    engine = RecognitionEngine(settings_for_tests(model_dir))
     engine.start()
     yield engine
     engine.stop(drain=False)

@@ -11,13 +11,13 @@ import torch
 from model import cpu_fast_path
 from streamer import cli
 from streamer.engine import RecognitionEngine
-from streamer.server.testing import test_settings
+from streamer.server.testing import settings_for_tests
 
 DATA = Path(__file__).parent / "data"
 
 
 def engine_for(model_dir: Path, dtype: str, quantize: str | None = None) -> RecognitionEngine:
-    settings = test_settings(model_dir)
+    settings = settings_for_tests(model_dir)
     settings.model.dtype = dtype
     settings.model.quantize = quantize
     return RecognitionEngine(settings)

@@ -95,9 +95,9 @@ class FlakyBackend:
 @pytest.mark.slow
 def test_failing_batch_errors_its_streams_only_and_the_daemon_carries_on(model_dir):
     from streamer.engine import RecognitionEngine
-    from streamer.server.testing import running_app, test_settings, wait_for
+    from streamer.server.testing import running_app, settings_for_tests, wait_for
 
-    settings = test_settings(model_dir)
+    settings = settings_for_tests(model_dir)
     engine = RecognitionEngine(settings)
     flaky = FlakyBackend(engine.scheduler.backend)
     engine.scheduler.backend = flaky
@@ -222,9 +222,9 @@ def test_sigterm_while_clients_stream_delivers_every_final_then_exits_0(model_di
 @pytest.mark.slow
 def test_new_streams_are_refused_with_1013_while_the_engine_worker_is_dead(model_dir):
     from streamer.engine import RecognitionEngine
-    from streamer.server.testing import running_app, test_settings, wait_for
+    from streamer.server.testing import running_app, settings_for_tests, wait_for
 
-    settings = test_settings(model_dir)
+    settings = settings_for_tests(model_dir)
     engine = RecognitionEngine(settings)
     engine.start()
 

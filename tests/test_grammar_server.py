@@ -18,7 +18,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from streamer.server.testing import native_finals_text, running_app, test_settings
+from streamer.server.testing import native_finals_text, running_app, settings_for_tests
 
 pytestmark = pytest.mark.timeout(1800)  # 16 streams of the embedded model; a busy machine is slow
 
@@ -43,7 +43,7 @@ def patient_end(monkeypatch):
 def engine():
     from streamer.engine import RecognitionEngine
 
-    settings = test_settings(None)
+    settings = settings_for_tests(None)
     settings.decoder.method = "greedy"  # grammar streams never use the LM search; saves loading it
     engine = RecognitionEngine(settings)
     engine.start()
@@ -52,7 +52,7 @@ def engine():
 
 
 def settings():
-    s = test_settings(None)
+    s = settings_for_tests(None)
     s.decoder.method = "greedy"
     s.server.vosk_reply_wait_s = 20.0  # correctness, not speed
     return s

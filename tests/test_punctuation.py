@@ -285,7 +285,7 @@ def test_daemon_finals_readable_vosk_raw(engine, model_dir, tmp_path):
     formatted (same words, same timings); vosk's text is exactly the raw text."""
     from websockets.asyncio.client import connect
 
-    from streamer.server.testing import running_app, test_settings
+    from streamer.server.testing import running_app, settings_for_tests
     from tests.test_server_native import noise, stream_audio
     from tests.test_server_vosk import noise_wav, vosk_test_py, vosk_text
 
@@ -297,7 +297,7 @@ def test_daemon_finals_readable_vosk_raw(engine, model_dir, tmp_path):
     assert noise  # the helpers make the same kind of audio as the server tests
 
     async def main():
-        settings = test_settings(model_dir)
+        settings = settings_for_tests(model_dir)
         settings.server.vosk_reply_wait_s = 20.0
         async with running_app(settings, engine) as app:
             url = f"ws://127.0.0.1:{app.port}/v1/stream"
@@ -334,11 +334,11 @@ def test_daemon_finals_readable_vosk_raw(engine, model_dir, tmp_path):
 
 
 def test_daemon_without_readable_sends_raw(engine, model_dir):
-    from streamer.server.testing import running_app, test_settings
+    from streamer.server.testing import running_app, settings_for_tests
     from tests.test_server_native import noise, stream_audio
 
     async def main():
-        settings = test_settings(model_dir)
+        settings = settings_for_tests(model_dir)
         settings.format.readable = False
         async with running_app(settings, engine) as app:
             url = f"ws://127.0.0.1:{app.port}/v1/stream"
@@ -355,9 +355,9 @@ def test_daemon_without_readable_sends_raw(engine, model_dir):
 
 def test_bad_punct_model_fails_at_startup(engine, model_dir, tmp_path):
     from streamer.server.app import App
-    from streamer.server.testing import test_settings
+    from streamer.server.testing import settings_for_tests
 
-    settings = test_settings(model_dir)
+    settings = settings_for_tests(model_dir)
     settings.format.punct_model = str(tmp_path / "missing")
     with pytest.raises(FileNotFoundError):
         App(settings, engine)

@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from streamer.server.protocol import ERROR_CLOSE_CODES
-from streamer.server.testing import make_tiny_model, running_app, test_settings
+from streamer.server.testing import make_tiny_model, running_app, settings_for_tests
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,7 +28,7 @@ def server(tmp_path_factory):
     from streamer.engine import RecognitionEngine
 
     model_dir = make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-    settings = test_settings(model_dir, max_frame_bytes=8192, handshake_timeout_s=2, idle_timeout_s=2)
+    settings = settings_for_tests(model_dir, max_frame_bytes=8192, handshake_timeout_s=2, idle_timeout_s=2)
     engine = RecognitionEngine(settings)
     engine.start()
     loop = asyncio.new_event_loop()

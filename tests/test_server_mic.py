@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from streamer.server.mic import MicSource, parse_device
-from streamer.server.testing import running_app, test_settings, wait_for
+from streamer.server.testing import running_app, settings_for_tests, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -104,7 +104,7 @@ def test_device_loss_is_reported_and_retried_with_exponential_backoff(engine, mo
     )
 
     async def main():
-        settings = test_settings(model_dir)
+        settings = settings_for_tests(model_dir)
         settings.server.mic = ""
         async with running_app(settings, engine, mic_factory=factory) as app:
             messages: list = []
@@ -137,7 +137,7 @@ def test_device_loss_is_reported_and_retried_with_exponential_backoff(engine, mo
 def test_listen_without_mic_is_refused_cleanly(engine, model_dir):
     async def main():
         async with (
-            running_app(test_settings(model_dir), engine) as app,
+            running_app(settings_for_tests(model_dir), engine) as app,
             connect(f"ws://127.0.0.1:{app.port}/v1/listen") as ws,
         ):
             message = json.loads(await ws.recv())
@@ -270,7 +270,7 @@ def test_real_portaudio_device_captions_and_recovers_from_device_loss(engine, mo
     factory = functools.partial(MicSource, retry_initial_s=0.2, retry_max_s=1.0, stall_s=1.0)
 
     async def main():
-        settings = test_settings(model_dir)
+        settings = settings_for_tests(model_dir)
         settings.server.mic = "pulse"
         async with running_app(settings, engine, mic_factory=factory) as app:
             messages: list = []
@@ -303,7 +303,7 @@ def test_shutdown_broadcasts_the_microphone_final_then_closes_listeners_1001(eng
     factory = functools.partial(MicSource, stream_factory=functools.partial(ScriptedInputStream, script))
 
     async def main():
-        settings = test_settings(model_dir)
+        settings = settings_for_tests(model_dir)
         settings.server.mic = ""
         messages: list = []
         async with running_app(settings, engine, mic_factory=factory) as app:

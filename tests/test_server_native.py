@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from streamer.server.testing import running_app, test_settings, wait_for
+from streamer.server.testing import running_app, settings_for_tests, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -69,7 +69,7 @@ def run(coro):
 
 def test_round_trip_ready_partials_finals_end_close_1000(engine, model_dir):
     async def main():
-        settings = test_settings(model_dir)
+        settings = settings_for_tests(model_dir)
         async with running_app(settings, engine) as app:
             messages, code = await stream_audio(f"ws://127.0.0.1:{app.port}/v1/stream", noise(3.0, 1))
             ready = messages[0]
@@ -94,7 +94,7 @@ def test_round_trip_ready_partials_finals_end_close_1000(engine, model_dir):
 
 def test_f32le_at_48k_and_reset(engine, model_dir):
     async def main():
-        async with running_app(test_settings(model_dir), engine) as app:
+        async with running_app(settings_for_tests(model_dir), engine) as app:
             rng = np.random.RandomState(3)
             audio = (rng.randn(48000 * 2) * 0.12).astype("<f4").tobytes()
             async with connect(f"ws://127.0.0.1:{app.port}/v1/stream") as ws:
@@ -120,7 +120,7 @@ def test_f32le_at_48k_and_reset(engine, model_dir):
 
 def test_concurrent_clients_each_get_their_own_transcript(engine, model_dir):
     async def main():
-        async with running_app(test_settings(model_dir), engine) as app:
+        async with running_app(settings_for_tests(model_dir), engine) as app:
             url = f"ws://127.0.0.1:{app.port}/v1/stream"
             audios = [noise(2.5 + 0.5 * i, seed=10 + i) for i in range(4)]
             solo = [finals_text((await stream_audio(url, a))[0]) for a in audios]
@@ -181,7 +181,7 @@ def test_bad_input_gets_error_event_and_close_code_while_others_carry_on(engine,
     script, code, close_code = BAD_CASES[case]
 
     async def main():
-        settings = test_settings(model_dir, max_frame_bytes=65536, frame_rate_per_s=500)
+        settings = settings_for_tests(model_dir, max_frame_bytes=65536, frame_rate_per_s=500)
         async with running_app(settings, engine) as app:
             url = f"ws://127.0.0.1:{app.port}/v1/stream"
             bystander = asyncio.create_task(stream_audio(url, noise(2.0, 7), frame=1600))
@@ -200,7 +200,7 @@ def test_bad_input_gets_error_event_and_close_code_while_others_carry_on(engine,
 
 def test_frames_far_over_the_limit_are_cut_by_the_library_with_1009(engine, model_dir):
     async def main():
-        async with running_app(test_settings(model_dir, max_frame_bytes=1000), engine) as app:
+        async with running_app(settings_for_tests(model_dir, max_frame_bytes=1000), engine) as app:
             _messages, close = await bad_client(
                 f"ws://127.0.0.1:{app.port}/v1/stream", [b'T{"type": "start"}', b"B" + bytes(100_000)]
             )
@@ -211,7 +211,7 @@ def test_frames_far_over_the_limit_are_cut_by_the_library_with_1009(engine, mode
 
 def test_timeouts_start_and_idle(engine, model_dir):
     async def main():
-        settings = test_settings(model_dir, handshake_timeout_s=0.5, idle_timeout_s=0.5)
+        settings = settings_for_tests(model_dir, handshake_timeout_s=0.5, idle_timeout_s=0.5)
         async with running_app(settings, engine) as app:
             url = f"ws://127.0.0.1:{app.port}/v1/stream"
             async with connect(url) as ws:  # never sends start
@@ -239,7 +239,7 @@ def test_timeouts_start_and_idle(engine, model_dir):
 
 def test_max_stream_duration_sends_finals_then_error(engine, model_dir):
     async def main():
-        async with running_app(test_settings(model_dir, max_stream_s=1.5), engine) as app:
+        async with running_app(settings_for_tests(model_dir, max_stream_s=1.5), engine) as app:
             async with connect(f"ws://127.0.0.1:{app.port}/v1/stream") as ws:
                 await ws.send(json.dumps({"type": "start"}))
                 await ws.recv()
@@ -286,7 +286,7 @@ def test_end_timeout_of_a_stream_counts_its_unprocessed_audio(model_dir) -> None
     from streamer.server.app import App
     from streamer.server.protocol import StartConfig
     from streamer.server.session import END_TIMEOUT_BASE_S, EngineBridge, end_timeout
-    from streamer.server.testing import test_settings as settings_for
+    from streamer.server.testing import settings_for_tests as settings_for
 
     settings = settings_for(model_dir)
     engine = RecognitionEngine(settings)  # worker not started: nothing gets processed
@@ -307,7 +307,7 @@ def test_end_timeout_of_a_stream_counts_its_unprocessed_audio(model_dir) -> None
 
 def test_abrupt_disconnect_mid_utterance_frees_the_stream(engine, model_dir):
     async def main():
-        async with running_app(test_settings(model_dir), engine) as app:
+        async with running_app(settings_for_tests(model_dir), engine) as app:
             url = f"ws://127.0.0.1:{app.port}/v1/stream"
             for _ in range(3):
                 ws = await connect(url)
@@ -327,7 +327,7 @@ def test_abrupt_disconnect_mid_utterance_frees_the_stream(engine, model_dir):
 
 def test_max_connections_refused_with_503_and_counted(engine, model_dir):
     async def main():
-        async with running_app(test_settings(model_dir, max_connections=2), engine) as app:
+        async with running_app(settings_for_tests(model_dir, max_connections=2), engine) as app:
             url = f"ws://127.0.0.1:{app.port}/v1/stream"
             a = await connect(url)
             b = await connect(url)
@@ -359,7 +359,7 @@ def http_get(url: str, headers: dict | None = None, context=None) -> tuple[int, 
 
 def test_healthz_metrics_and_page(engine, model_dir):
     async def main():
-        async with running_app(test_settings(model_dir), engine) as app:
+        async with running_app(settings_for_tests(model_dir), engine) as app:
             base = f"http://127.0.0.1:{app.port}"
             await stream_audio(f"ws://127.0.0.1:{app.port}/v1/stream", noise(2.0, 8))
             status, headers, body = await asyncio.to_thread(http_get, base + "/healthz")
@@ -462,11 +462,11 @@ def test_engine_statistics_are_counters_and_levels_are_gauges() -> None:
 def test_healthz_is_503_when_the_engine_worker_is_dead(model_dir):
     from streamer.engine import RecognitionEngine
 
-    engine = RecognitionEngine(test_settings(model_dir))
+    engine = RecognitionEngine(settings_for_tests(model_dir))
     engine.start()
 
     async def main():
-        async with running_app(test_settings(model_dir), engine) as app:
+        async with running_app(settings_for_tests(model_dir), engine) as app:
             url = f"http://127.0.0.1:{app.port}/healthz"
             assert (await asyncio.to_thread(http_get, url))[0] == 200
             engine.scheduler.stop(timeout=5)  # the inference worker is gone
@@ -480,7 +480,7 @@ def test_healthz_is_503_when_the_engine_worker_is_dead(model_dir):
 
 def test_token_and_origin_allow_list(engine, model_dir):
     async def main():
-        settings = test_settings(model_dir)
+        settings = settings_for_tests(model_dir)
         settings.server.token = "s3cret"
         settings.server.allowed_origins = ["https://ok.example"]
         async with running_app(settings, engine) as app:
@@ -520,7 +520,7 @@ def test_tls(engine, model_dir, tmp_path):
     client_ctx = ssl.create_default_context(cafile=str(cert))
 
     async def main():
-        settings = test_settings(model_dir)
+        settings = settings_for_tests(model_dir)
         settings.server.tls_cert, settings.server.tls_key = str(cert), str(key)
         async with running_app(settings, engine) as app:
             async with connect(f"wss://127.0.0.1:{app.port}/v1/stream", ssl=client_ctx) as ws:
@@ -536,7 +536,7 @@ def test_tls(engine, model_dir, tmp_path):
 
 def test_unknown_websocket_path_is_404(engine, model_dir):
     async def main():
-        async with running_app(test_settings(model_dir), engine) as app:
+        async with running_app(settings_for_tests(model_dir), engine) as app:
             with pytest.raises(InvalidStatus) as info:
                 await connect(f"ws://127.0.0.1:{app.port}/v2/other")
             assert info.value.response.status_code == 404
@@ -546,7 +546,7 @@ def test_unknown_websocket_path_is_404(engine, model_dir):
 
 def test_free_port_helper_binds_loopback_only(engine, model_dir):
     async def main():
-        async with running_app(test_settings(model_dir), engine) as app:
+        async with running_app(settings_for_tests(model_dir), engine) as app:
             (sock,) = app.server.sockets
             assert sock.family == socket.AF_INET and sock.getsockname()[0] == "127.0.0.1"
 
@@ -557,7 +557,7 @@ def test_free_port_helper_binds_loopback_only(engine, model_dir):
 def test_engine_overload_is_reported(model_dir, policy):
     from streamer.engine import RecognitionEngine
 
-    settings = test_settings(model_dir, max_queued_s=0.5, overload_policy=policy)
+    settings = settings_for_tests(model_dir, max_queued_s=0.5, overload_policy=policy)
     engine = RecognitionEngine(settings)
     engine.start()
 
@@ -595,7 +595,7 @@ def test_the_server_delivers_exactly_what_the_engine_recognizes(engine, model_di
     finals = [f for f in engine.transcribe_stream(samples, 1600) if f.text]
 
     async def main():
-        async with running_app(test_settings(model_dir), engine) as app:
+        async with running_app(settings_for_tests(model_dir), engine) as app:
             return await stream_audio(f"ws://127.0.0.1:{app.port}/v1/stream", audio, frame=3200)
 
     messages, code = run(main())

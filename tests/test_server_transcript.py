@@ -15,7 +15,7 @@ import shutil
 import pytest
 from websockets.asyncio.client import connect
 
-from streamer.server.testing import native_finals_text, running_app, synthesize, test_settings
+from streamer.server.testing import native_finals_text, running_app, settings_for_tests, synthesize
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -48,7 +48,7 @@ def engine(request):
         pytest.skip("no speech synthesizer (espeak-ng or flite)")
     from streamer.engine import RecognitionEngine
 
-    settings = test_settings(None)
+    settings = settings_for_tests(None)
     settings.decoder.method = request.param
     engine = RecognitionEngine(settings)
     if request.param == "auto" and engine.beam is None:
@@ -103,7 +103,7 @@ async def vosk(port: int, audio: bytes) -> str:
 @pytest.mark.parametrize("endpoint", ["native", "vosk"])
 def test_round_trip_text_is_right(engine, speech, endpoint):
     async def main():
-        async with running_app(test_settings(None), engine) as app:
+        async with running_app(settings_for_tests(None), engine) as app:
             texts = []
             for audio in speech:  # one client at a time
                 if endpoint == "native":
@@ -117,7 +117,7 @@ def test_round_trip_text_is_right(engine, speech, endpoint):
 
 def test_concurrent_clients_each_get_their_own_correct_transcript(engine, speech):
     async def main():
-        async with running_app(test_settings(None), engine) as app:
+        async with running_app(settings_for_tests(None), engine) as app:
             texts = await asyncio.gather(
                 *(native_finals_text(app.port, audio, sample_rate=16000) for audio in speech),
                 *(vosk(app.vosk_port, audio) for audio in speech[1:3]),

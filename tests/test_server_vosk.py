@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
-from streamer.server.testing import native_finals_text, running_app, test_settings, wait_for
+from streamer.server.testing import native_finals_text, running_app, settings_for_tests, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -66,7 +66,7 @@ def test_vosk_test_py_lockstep_and_formats(engine, model_dir, tmp_path):
     wav_path = noise_wav(tmp_path / "a.wav", 4.1, seed=21)
 
     async def main():
-        settings = test_settings(model_dir)
+        settings = settings_for_tests(model_dir)
         settings.server.vosk_reply_wait_s = 20.0  # correctness, not speed: a busy CI machine may be slow
         async with running_app(settings, engine) as app:
             replies, last, code = await vosk_test_py(f"ws://127.0.0.1:{app.vosk_port}", wav_path)
@@ -92,7 +92,7 @@ def test_vosk_reset_eof_and_byte_exactness(engine, model_dir):
     audio = (rng.randn(16000 * 2) * 4000).astype("<i2").tobytes()
 
     async def main():
-        async with running_app(test_settings(model_dir), engine) as app:
+        async with running_app(settings_for_tests(model_dir), engine) as app:
             uri = f"ws://127.0.0.1:{app.vosk_port}"
             # eof before any audio: vosk answers an empty final result and closes
             async with connect(uri) as ws:
@@ -144,7 +144,7 @@ def test_vosk_8khz_config_and_concurrent_clients(engine, model_dir, tmp_path):
     ]
 
     async def main():
-        async with running_app(test_settings(model_dir), engine) as app:
+        async with running_app(settings_for_tests(model_dir), engine) as app:
             uri = f"ws://127.0.0.1:{app.vosk_port}"
             solo = [vosk_text([*r, last]) for r, last, _ in [await vosk_test_py(uri, w) for w in wavs]]
             together = await asyncio.gather(*(vosk_test_py(uri, w) for w in wavs))

@@ -158,9 +158,9 @@ def test_engine_gates_non_speech_and_output_does_not_depend_on_chunking(
     silero: type, model_dir: Path
 ) -> None:
     from streamer.engine import RecognitionEngine
-    from streamer.server.testing import test_settings
+    from streamer.server.testing import settings_for_tests
 
-    settings = test_settings(model_dir)
+    settings = settings_for_tests(model_dir)
     settings.streaming.vad = "silero"
     settings.streaming.normalization = "running"
     engine = RecognitionEngine(settings)

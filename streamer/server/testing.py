@@ -100,7 +100,7 @@ def make_tiny_model(directory: str | Path, seed: int = 0) -> Path:
     return directory
 
 
-def test_settings(model_dir: str | Path | None = None, **limits: Any) -> Settings:
+def settings_for_tests(model_dir: str | Path | None = None, **limits: Any) -> Settings:
     """Settings for an in-process test server: random free ports on 127.0.0.1, short windows."""
     settings = Settings()
     settings.model.path = str(model_dir) if model_dir is not None else None
@@ -113,9 +113,6 @@ def test_settings(model_dir: str | Path | None = None, **limits: Any) -> Setting
     for name, value in limits.items():
         setattr(settings.limits, name, value)
     return settings
-
-
-test_settings.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
 @contextlib.asynccontextmanager
