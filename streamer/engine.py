@@ -35,13 +35,12 @@ queued audio, emits ``StreamError(code="overload", fatal=False)`` and carries on
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import math
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
@@ -66,6 +65,7 @@ from streamer.loading import load_ctc_model, run_dtype
 from streamer.offline import offline_windows
 from streamer.pcm import MODEL_SAMPLE_RATE, AudioFormatError, PcmDecoder, check_encoding, check_sample_rate
 from streamer.scheduler import BatchScheduler
+from streamer.stats import EngineCounters, EngineStats
 from streamer.stream import RecognitionStream
 from streamer.vad import GateSettings, resolve_vad
 from streamer.windowing import NORMALIZATION_EPSILON, FrameGeometry, WindowLayout
@@ -73,23 +73,7 @@ from streamer.windowing import NORMALIZATION_EPSILON, FrameGeometry, WindowLayou
 __all__ = ["AudioFormatError", "EngineStats", "RecognitionEngine", "RecognitionStream", "load_model"]
 
 log = logging.getLogger(__name__)
-LATENCY_SAMPLES = 2048
 GRAMMAR_CACHE = 32  # compiled grammars kept for reuse
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineStats:
-    active_streams: int
-    audio_seconds: float  # audio accepted (16 kHz seconds) since start
-    compute_seconds: float  # wall time spent in model forwards
-    batches: int
-    windows: int  # windows run through the model
-    gated_windows: int  # windows skipped by the speech (or energy) gate
-    queue_depth: int  # streams with a window waiting for the model
-    queued_audio_seconds: float  # audio received but not yet windowed, all streams
-    overloads: int
-    errors: int
-    latency_samples: tuple[float, ...]  # recent seconds from a window's newest sample arriving to its events
 
 
 # -- model loading ---------------------------------------------------------------------------------
@@ -112,28 +96,6 @@ def load_model(settings: Settings) -> tuple[Any, Any, Any, str]:
 def model_dtype(ms: ModelSettings) -> str:
     """``model.dtype`` with "auto" resolved (``streamer.loading.run_dtype``)."""
     return run_dtype(ms.dtype, ms.device, ms.quantize)
-
-
-# -- counters --------------------------------------------------------------------------------------
-
-
-class EngineCounters:
-    """What the streams count for :meth:`RecognitionEngine.stats` (any thread; ints and a bounded deque)."""
-
-    def __init__(self) -> None:
-        self.audio_samples = 0  # accepted, at 16 kHz
-        self.overloads = 0
-        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-
-    def audio_in(self, samples: int) -> None:
-        self.audio_samples += samples
-
-    def overload(self) -> None:
-        self.overloads += 1
-
-    def latency(self, seconds: float) -> None:
-        """A window's events are out ``seconds`` after its newest sample arrived."""
-        self.latencies.append(seconds)
 
 
 # -- engine ----------------------------------------------------------------------------------------

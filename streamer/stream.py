@@ -20,22 +20,23 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
+from streamer.config import Settings
+from streamer.ctc_merge import Vocabulary
 from streamer.events import Event, StreamError
+from streamer.finals import FinalDecoder
 from streamer.grammar import DecodingOptions
 from streamer.latency import ArrivalTimes
 from streamer.pcm import MODEL_SAMPLE_RATE, PcmDecoder
 from streamer.ring_buffer import RingBuffer
-from streamer.scheduler import FeatureCache
+from streamer.scheduler import BatchScheduler, FeatureCache
+from streamer.stats import EngineCounters
 from streamer.transcript import TranscriptBuilder
-from streamer.vad import SpeechGate, make_gate
-from streamer.windowing import Chunker, Window
-
-if TYPE_CHECKING:
-    from streamer.engine import RecognitionEngine
+from streamer.vad import GateSettings, SpeechGate, make_gate
+from streamer.windowing import Chunker, FrameGeometry, Window, WindowLayout
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,25 @@ class AudioIntake:
 # -- the stream ------------------------------------------------------------------------------------
 
 
+class StreamHost(Protocol):
+    """What a stream uses of its engine (``engine.RecognitionEngine``)."""
+
+    settings: Settings
+    geometry: FrameGeometry
+    layout: WindowLayout
+    vad: str  # the speech gate: "silero" | "energy"
+    gate_settings: GateSettings
+    cache_features: bool
+    vocab: Vocabulary
+    finals: FinalDecoder
+    counters: EngineCounters
+    scheduler: BatchScheduler
+
+    def release(self, stream: RecognitionStream) -> None:
+        """``stream`` is done: forget it."""
+        ...
+
+
 class RecognitionStream:
     """One audio stream. Create with :meth:`RecognitionEngine.open_stream`.
 
@@ -186,7 +206,7 @@ class RecognitionStream:
 
     def __init__(
         self,
-        engine: RecognitionEngine,
+        engine: StreamHost,
         on_event: Callable[[Event], None],
         *,
         sample_rate: int,

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from streamer.engine import RecognitionEngine
 
 from . import http as http_routes
-from .listen import ListenHub, ListenSession
+from .hub import ListenHub
+from .listen import ListenSession
 from .metrics import ServerMetrics
 from .native import NativeSession
 from .session import ENGINE_DOWN, WebSocketSession

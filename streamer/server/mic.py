@@ -21,7 +21,7 @@ from .protocol import event_message
 if TYPE_CHECKING:
     from streamer.stream import RecognitionStream
 
-    from .app import App
+    from .host import ServerHost
 
 log = logging.getLogger("streamer.server.mic")
 
@@ -39,7 +39,7 @@ def parse_device(device: str | None) -> int | str | None:
 class MicSource:
     def __init__(
         self,
-        app: App,
+        app: ServerHost,
         device: str | None,
         *,
         stream_factory: Callable[..., Any] | None = None,

@@ -25,7 +25,7 @@ from .session import WebSocketSession
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-    from .app import App
+    from .host import ServerHost
 
 log = logging.getLogger("streamer.server")
 
@@ -33,7 +33,7 @@ log = logging.getLogger("streamer.server")
 class NativeSession(WebSocketSession):
     endpoint = "stream"
 
-    def __init__(self, app: App, ws: ServerConnection) -> None:
+    def __init__(self, app: ServerHost, ws: ServerConnection) -> None:
         super().__init__(app, ws)
         self.terminal: tuple[str, str] | None = None  # error sent instead of "end" (max_duration)
         self.going_away = False  # shutdown: close 1001 after "end"

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from streamer.engine import RecognitionStream
     from streamer.grammar import DecodingOptions
 
-    from .app import App
+    from .host import ServerHost
 
 log = logging.getLogger("streamer.server")
 
@@ -88,7 +88,7 @@ class EngineBridge:
     """
 
     def __init__(
-        self, app: App, endpoint: str, config: StartConfig, decoding: DecodingOptions | None = None
+        self, app: ServerHost, endpoint: str, config: StartConfig, decoding: DecodingOptions | None = None
     ) -> None:
         self.app = app
         self.endpoint = endpoint
@@ -178,7 +178,7 @@ class WebSocketSession:
     endpoint = "stream"
     needs_engine = True  # opens engine streams: refused while the engine worker is dead
 
-    def __init__(self, app: App, ws: ServerConnection) -> None:
+    def __init__(self, app: ServerHost, ws: ServerConnection) -> None:
         self.app = app
         self.ws = ws
         self.limits = app.settings.limits

@@ -35,7 +35,7 @@ from .session import EngineBridge, WebSocketSession
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-    from .app import App
+    from .host import ServerHost
 
 log = logging.getLogger("streamer.server")
 
@@ -43,7 +43,7 @@ log = logging.getLogger("streamer.server")
 class VoskSession(WebSocketSession):
     endpoint = "vosk"
 
-    def __init__(self, app: App, ws: ServerConnection) -> None:
+    def __init__(self, app: ServerHost, ws: ServerConnection) -> None:
         super().__init__(app, ws)
         self.sample_rate = 16000
         self.words = True
