@@ -18,7 +18,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -39,9 +39,9 @@ class FeatureCache:
     def __init__(self) -> None:
         self.generation = -1
         self.base = 0
-        self.frames: Any = None  # tensor (n, channels)
+        self.frames: torch.Tensor | None = None  # (n, channels): segment frames [base, base + n)
 
-    def store(self, generation: int, first: int, frames: Any) -> None:
+    def store(self, generation: int, first: int, frames: torch.Tensor) -> None:
         import torch
 
         if generation != self.generation or self.frames is None or first != self.base + len(self.frames):
@@ -57,7 +57,7 @@ class FeatureCache:
         else:
             self.frames = torch.cat([self.frames, frames])
 
-    def gather(self, generation: int, start: int, stop: int) -> Any:
+    def gather(self, generation: int, start: int, stop: int) -> torch.Tensor:
         if generation != self.generation or self.frames is None or start < self.base:
             raise RuntimeError(
                 f"features for frames [{start}, {stop}) of segment {generation} are not cached"
