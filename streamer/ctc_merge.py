@@ -164,6 +164,9 @@ class UtteranceBuilder:
         self._saved: list[np.ndarray] = []  # the open utterance's frame log-probs, (frames, vocab) each
         self._saved_from = 0
         self._width = len(vocab.raw_tokens)  # log-prob columns (the model's output size once seen)
+        # Frames before an utterance's first character kept with it (with keep_log_probs): a grammar
+        # scores the utterance from there, so a first letter the greedy labels missed still counts.
+        self.lead_frames = 0
 
     def restart(self, origin_sample: int) -> None:
         """A new segment starts at ``origin_sample``: nothing is open."""
@@ -183,7 +186,7 @@ class UtteranceBuilder:
         if not self.keep_log_probs:
             return
         if log_probs is None:
-            if not self.tokens:  # gated frames outside an utterance are never decoded
+            if not self.tokens and not self.lead_frames:  # gated frames no utterance will decode
                 return
             log_probs = np.full((count, self._width), -1e4, dtype=np.float32)
             log_probs[:, self.vocab.blank_id] = 0.0
@@ -207,12 +210,21 @@ class UtteranceBuilder:
             if self.first_frame is None and not self.vocab.silent[label]:
                 self.first_frame = frame
 
-    def settle(self) -> None:
-        """After a merge: with no utterance open the next one starts at a later frame, so saved frames
-        stay contiguous from there (gated windows add none) and memory stays bounded through long
-        non-speech."""
+    def settle(self, next_frame: int) -> None:
+        """After a merge up to ``next_frame``: with no utterance open the next one starts at a later frame,
+        so only its lead is kept and memory stays bounded through long non-speech."""
         if not self.tokens:
+            self._keep_last(self.lead_frames, next_frame)
+
+    def _keep_last(self, frames: int, next_frame: int) -> None:
+        """Drop all saved frames but the last ``frames`` (they end at ``next_frame``)."""
+        if frames <= 0 or not self._saved:
             self._saved = []
+            return
+        saved = self._saved[0] if len(self._saved) == 1 else np.concatenate(self._saved)
+        saved = saved[-frames:]
+        self._saved = [saved]
+        self._saved_from = next_frame - len(saved)
 
     def close(self, end_frame: int) -> Utterance:
         """The open utterance, ended at ``end_frame``; the frames after it stay saved for the next one."""
@@ -222,7 +234,7 @@ class UtteranceBuilder:
         lo = 0
         if self.keep_log_probs and self._saved:
             frames = np.concatenate(self._saved)
-            lo = max(tokens[0].first - self._saved_from if tokens else 0, 0)
+            lo = max(tokens[0].first - self.lead_frames - self._saved_from if tokens else 0, 0)
             hi = end_frame - self._saved_from
             log_probs = frames[lo:hi]
             lo += self._saved_from
@@ -259,8 +271,8 @@ class UtteranceBuilder:
             return None
         if len(self._saved) > 1:
             self._saved = [np.concatenate(self._saved)]
-        first = self.tokens[0].first
-        return first, self._saved[0][max(first - self._saved_from, 0) :]
+        first = max(self.tokens[0].first - self.lead_frames, self._saved_from)
+        return first, self._saved[0][first - self._saved_from :]
 
     def seconds(self, frame: int) -> float:
         """Stream time of segment frame ``frame``."""
@@ -406,7 +418,7 @@ class CtcMerger:
                     or self.close_gate(frame + 1)
                 ):
                     done.append(self._close(frame + 1))
-        builder.settle()
+        builder.settle(self.carry.next_frame)
         return done
 
     def finish(self) -> Utterance | None:

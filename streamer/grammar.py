@@ -20,8 +20,11 @@ Special tokens (``<s>``, ``</s>``, ``<unk>``) carry no text: their probability m
 beam search (``model.training.decoding.BeamDecoder``).
 
 Out of grammar: the best phrase competes with a garbage hypothesis, the unconstrained best path (the
-greedy labels) less ``GARBAGE_PENALTY`` nats per frame. When garbage wins, the result is ``[unk]``, as
-vosk writes it. Confidence is the posterior of a phrase among all phrases and garbage.
+greedy labels) less ``GARBAGE_PENALTY`` nats per frame of *speech*: the frames from the first to the last
+one whose best label is a character. The silence before and after (the pause that ends an utterance, the
+lead a streamed final keeps), where every reading agrees, would otherwise dilute the penalty, and a
+streamed final would pay another penalty than the same speech decoded offline. When garbage wins, the result
+is ``[unk]``, as vosk writes it. Confidence is the posterior of a phrase among all phrases and garbage.
 """
 
 from __future__ import annotations
@@ -38,12 +41,15 @@ from streamer.events import Word
 MAX_PHRASES = 10_000
 MAX_PHRASE_CHARS = 200
 UNK = "[unk]"
-# Nats per frame the garbage hypothesis pays below the unconstrained best path. Chosen on the real
-# training recordings (AN4, Kathleen; never the evaluation ones), in and out of grammar: 95% of in-grammar
-# phrases kept, 90% of near-miss out-of-grammar ones [unk] (synthesized voices fit the model better and
-# would take 0.15). docs/RESULTS.md, "Grammars".
-GARBAGE_PENALTY = 0.3
+# Nats per speech frame the garbage hypothesis pays below the unconstrained best path. Chosen on
+# training material only (synthesized training voices and the real training recordings), in and out of
+# grammar: the best balance of in-grammar phrases kept and out-of-grammar ones given [unk] (docs/RESULTS.md,
+# "Grammars").
+GARBAGE_PENALTY = 0.5
 DEFAULT_HOTWORD_BOOST = 10.0
+# Seconds before an utterance's first greedy character that a streamed grammar final also scores: the
+# phrase is searched over the speech, not only from where the unconstrained labels first print a letter.
+GRAMMAR_LEAD_S = 1.0
 # Frames between two rescalings of the search's probabilities: a frame's factor is rarely below e-30
 # and float64 reaches e-708, so every 4th frame is safe and saves three passes over the nodes per frame.
 RESCALE_EVERY = 4
@@ -233,6 +239,8 @@ class GrammarSearch:
         self.log_scale = 0.0  # log of the factor taken out of b and nb
         self.frames = 0
         self.greedy_log_prob = 0.0  # the unconstrained best path's log-probability (specials to blank)
+        self.first_letter = -1  # first and last frame whose best label is a character (-1: none yet)
+        self.last_letter = -1
         self._from_parent = np.empty(n)
         self._tmp = np.empty(n)
 
@@ -245,6 +253,7 @@ class GrammarSearch:
             self.frames,
             self.greedy_log_prob,
         )
+        other.first_letter, other.last_letter = self.first_letter, self.last_letter
         other._from_parent, other._tmp = np.empty_like(self.b), np.empty_like(self.b)
         return other
 
@@ -257,6 +266,11 @@ class GrammarSearch:
         frame_max = lp.max(axis=1)
         y = g.frame_probs(lp)
         self.greedy_log_prob += float(np.log(y[:, :-1].max(axis=1)).sum() + frame_max.sum())
+        letters = np.flatnonzero(~g.vocab.silent[y[:, :-1].argmax(axis=1)])
+        if len(letters):
+            if self.first_letter < 0:
+                self.first_letter = self.frames + int(letters[0])
+            self.last_letter = self.frames + int(letters[-1])
         self.log_scale += float(frame_max.sum())
         b, nb, fp, total = self.b, self.nb, self._from_parent, self._tmp
         parents, labels, blank = g.parents, g.labels, g.blank_id
@@ -289,7 +303,13 @@ class GrammarSearch:
         penalty = self.grammar.garbage_penalty
         if penalty is None:
             return None
-        return self.greedy_log_prob - penalty * self.frames
+        return self.greedy_log_prob - penalty * self.speech_frames
+
+    @property
+    def speech_frames(self) -> int:
+        """Frames from the first to the last one whose best label is a character: the speech the
+        garbage penalty counts (not the silence around it, where every reading agrees)."""
+        return 0 if self.first_letter < 0 else self.last_letter - self.first_letter + 1
 
     def may_end(self) -> bool:
         """Could the utterance end here? Yes when the most probable prefix is a whole phrase or empty, or

@@ -17,7 +17,7 @@ from streamer.ctc_merge import CtcMerger, Utterance, Vocabulary
 from streamer.endpointing import Endpointer
 from streamer.events import EndOfStream, Event, Final, Partial
 from streamer.finals import FinalDecoder
-from streamer.grammar import DecodingOptions, Grammar, GrammarSearch
+from streamer.grammar import GRAMMAR_LEAD_S, DecodingOptions, Grammar, GrammarSearch
 from streamer.pcm import MODEL_SAMPLE_RATE
 from streamer.windowing import FrameGeometry, Window
 
@@ -131,6 +131,8 @@ class TranscriptBuilder:
         self._grammar_search = None
         merger.keep_log_probs = self.finals.keeps_frames(decoding)
         merger.close_gate = self._phrase_may_end if decoding.grammar is not None else None
+        builder = merger.utterance
+        builder.lead_frames = 0 if decoding.grammar is None else round(GRAMMAR_LEAD_S / builder.frame_seconds)
 
     def _open_search(self, grammar: Grammar, end_frame: int | None = None) -> GrammarSearch | None:
         """The incremental grammar search of the open utterance, fed its frames up to ``end_frame``

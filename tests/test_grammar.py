@@ -233,3 +233,33 @@ def test_vosk_result_lower_case_and_alternatives_layout() -> None:
     assert json.loads(vosk_result([], max_alternatives=1)) == {
         "alternatives": [{"confidence": 1.0, "text": ""}]
     }
+
+
+def test_a_streamed_grammar_utterance_keeps_its_lead_frames(vocab) -> None:
+    """With ``lead_frames`` the merger hands an utterance over from that many frames before its first
+    letter, gated (all-blank) windows included, so the grammar scores speech the greedy labels missed."""
+    from streamer.ctc_merge import CtcMerger
+    from streamer.endpointing import Endpointer
+
+    def frames(labels: list[int]) -> np.ndarray:
+        lp = np.full((len(labels), len(vocab.raw_tokens)), -20.0, dtype=np.float32)
+        lp[np.arange(len(labels)), labels] = 0.0
+        return lp
+
+    letter = phrase_labels("a", vocab)[0]
+    blank = vocab.blank_id
+    for lead in (0, 5, 40):
+        merger = CtcMerger(
+            vocab, frame_seconds=0.02, endpointer=Endpointer(0.2, 20.0, 0.02), keep_log_probs=True
+        )
+        merger.utterance.lead_frames = lead
+        merger.push(frames([blank] * 10), 0, 10)
+        merger.push(None, 10, 10)  # a gated window
+        closed = merger.push(frames([blank] * 5 + [letter] * 3 + [blank] * 20), 20, 28)
+        assert len(closed) == 1
+        utterance = closed[0]
+        first = max(25 - lead, 0)  # the letter starts at frame 25
+        assert utterance.log_probs_start == pytest.approx(first * 0.02)
+        assert len(utterance.log_probs) == 25 + 3 + 10 - first  # up to the end of the 0.2 s pause
+        assert utterance.log_probs[25 - first, letter] == 0.0
+        assert (utterance.log_probs[: 25 - first, blank] == 0.0).all()
