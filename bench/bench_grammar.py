@@ -7,10 +7,12 @@ utterance gets lists of 10, 100 and 1000 phrases: the truth plus distractors dra
 
 For every utterance and list:
 
-* **agreement**: the streaming decoder's pick (the engine streams the audio in 0.2 s chunks; the Finals
-  are decoded by the grammar from the utterance frames the stream kept, garbage path off) equals the
-  phrase with the highest exact CTC log-likelihood over the whole recording's offline frames
-  (``torch.nn.functional.ctc_loss`` of every phrase of the list, special tokens folded into blank);
+* **agreement**: the streaming decoder's pick (the engine streams the audio in 0.2 s chunks under that
+  list's grammar, which decides where its utterances end; the Finals are decoded by the grammar from the
+  utterance frames the stream kept, garbage path off) equals the phrase with the highest exact CTC
+  log-likelihood over the whole recording's offline frames (``torch.nn.functional.ctc_loss`` of every
+  phrase of the list, special tokens folded into blank); "agree str": the same over every frame the stream
+  computed (the decoder's own agreement, without the streamed-vs-offline acoustic difference);
 * **accuracy** against the truth, of the streaming decoder with the garbage path on (``[unk]`` counts
   as wrong) and of the exact scoring;
 * **speed**: CPU time of the search per second of audio (1000 phrases), beside exact per-phrase scoring
@@ -52,8 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from model.audio import load_audio
 from model.training.text import WORDLIST, number_words
 from streamer.config import Settings
+from streamer.ctc_merge import UtteranceBuilder
 from streamer.engine import RecognitionEngine
-from streamer.grammar import UNK, DecodingOptions, Grammar, GrammarSearch, phrase_labels
+from streamer.grammar import UNK, Grammar, GrammarSearch, phrase_labels
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "real"
 TRAIN_REAL = Path(__file__).resolve().parents[2] / "shared" / "train" / "real"
@@ -189,7 +192,7 @@ def exact_scores(log_probs: np.ndarray, phrases: list[str], grammar: Grammar) ->
     return -loss.numpy()
 
 
-PENALTIES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+PENALTIES = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 
 
 def tune_garbage(engine: RecognitionEngine, utterances: list[Utterance], seed: int) -> None:
@@ -205,7 +208,7 @@ def tune_garbage(engine: RecognitionEngine, utterances: list[Utterance], seed: i
             scores = search.scores()
             results = []
             for penalty in PENALTIES:
-                garbage = search.greedy_log_prob - penalty * search.frames
+                garbage = search.greedy_log_prob - penalty * search.speech_frames
                 everything = np.append(scores, garbage)
                 best = int(np.argmax(everything))
                 post = np.exp(everything - everything.max())
@@ -257,31 +260,46 @@ def main() -> int:
     utterances = synthetic(args.voices.split(","), args.per_pool, args.seed) + real(args.real)
     print(f"{len(utterances)} utterances, {sum(len(u.audio) for u in utterances) / 16000:.0f} s of audio")
 
-    kept: list = []
-    original = engine.finals.decode
+    kept: list = []  # the Finals' input: each utterance's kept frames
+    streamed: list[np.ndarray] = []  # every frame the stream merged (gated windows as blank frames)
+    original_decode, original_save = engine.finals.decode, UtteranceBuilder.save
 
-    def capture(stream_id, utterance, decoding, words=True):  # the Finals' input: the kept frames
+    def capture(stream_id, utterance, *args, **kwargs):
         kept.append(utterance)
-        return original(stream_id, utterance, decoding, words)
+        return original_decode(stream_id, utterance, *args, **kwargs)
+
+    def record(builder, log_probs, first_frame, count):  # every merged window's owned frames
+        if log_probs is None:
+            blanks = np.full((count, len(engine.vocab.raw_tokens)), -1e4, dtype=np.float32)
+            blanks[:, engine.vocab.blank_id] = 0.0
+            streamed.append(blanks)
+        else:
+            streamed.append(np.asarray(log_probs, dtype=np.float32))
+        return original_save(builder, log_probs, first_frame, count)
 
     engine.finals.decode = capture
-    keep_frames = DecodingOptions(grammar=engine.compile_grammar(["A"]))  # any grammar: frames are kept
+    UtteranceBuilder.save = record
 
-    rows = []  # (group, size, agree, correct_stream, correct_exact, unk, frames)
+    # (group, size, agree, agree on the streamed frames, correct_stream, correct_exact, unk, utterances)
+    rows = []
     search_s = {s: 0.0 for s in sizes}
     exact_s = {s: 0.0 for s in sizes}
     audio_s = 0.0
-    searched_s = 0.0  # seconds of frames the grammar searched (the utterances the stream kept)
+    searched_s = {s: 0.0 for s in sizes}  # seconds of frames the grammar searched (the kept utterances)
     for n, utt in enumerate(utterances):
-        kept.clear()
-        engine.transcribe_stream(utt.audio, 3200, decoding=keep_frames)
-        utterances_frames = [u for u in kept if u.log_probs is not None and len(u.log_probs)]
         offline = engine.offline_log_probs(utt.audio)
         audio_s += len(utt.audio) / 16000
-        searched_s += sum(len(u.log_probs) for u in utterances_frames) * engine.geometry.stride / 16000
         group = utt.id.split("/")[0] if utt.id.startswith("real/") else utt.id.rsplit("/", 1)[0]
         for size in sizes:
             phrases = phrase_list(utt, size, args.seed)
+            # the stream runs under this very grammar: it decides where the stream's utterances end
+            kept.clear()
+            streamed.clear()
+            engine.transcribe_stream(utt.audio, 3200, decoding=engine.decoding_options(grammar=phrases))
+            utterances_frames = [u for u in kept if u.log_probs is not None and len(u.log_probs)]
+            searched_s[size] += (
+                sum(len(u.log_probs) for u in utterances_frames) * engine.geometry.stride / 16000
+            )
             grammar = Grammar(phrases, engine.vocab)
             plain = Grammar(phrases, engine.vocab, garbage_penalty=None)
             t0 = time.process_time()
@@ -292,10 +310,13 @@ def main() -> int:
             scores = exact_scores(offline, grammar.phrases, grammar)
             exact_s[size] += time.process_time() - t0
             exact = grammar.phrases[int(np.argmax(scores))]
+            frames = np.concatenate(streamed) if streamed else offline[:0]
+            exact_streamed = grammar.phrases[int(np.argmax(exact_scores(frames, grammar.phrases, grammar)))]
             stream_pick = " ".join(picks)
             if stream_pick != exact and args.verbose:
                 print(
-                    f"# {utt.id} list {size}: stream {stream_pick!r} ({len(picks)} utterances), exact {exact!r}",
+                    f"# {utt.id} list {size}: stream {stream_pick!r} ({len(picks)} utterances), exact {exact!r}"
+                    f" (on the streamed frames {exact_streamed!r})",
                     file=sys.stderr,
                 )
             stream_text = " ".join(t for t in with_garbage)
@@ -304,16 +325,19 @@ def main() -> int:
                     group,
                     size,
                     stream_pick == exact,
+                    stream_pick == exact_streamed,
                     stream_text == utt.truth,
                     exact == utt.truth,
                     UNK in with_garbage,
+                    len(picks),
                 )
             )
         if (n + 1) % 20 == 0:
             print(f"# {n + 1}/{len(utterances)}", file=sys.stderr, flush=True)
 
     print(
-        f"\n{'group':28} {'list':>5} {'n':>4} {'agree':>7} {'acc stream':>11} {'acc exact':>10} {'[unk]':>6}"
+        f"\n{'group':28} {'list':>5} {'n':>4} {'agree':>7} {'agree str':>10} {'acc stream':>11}"
+        f" {'acc exact':>10} {'[unk]':>6} {'split':>6}"
     )
     groups = sorted({r[0] for r in rows})
     for size in sizes:
@@ -323,12 +347,13 @@ def main() -> int:
                 continue
             m = len(sel)
             print(
-                f"{group:28} {size:5d} {m:4d} {sum(r[2] for r in sel) / m:7.1%} {sum(r[3] for r in sel) / m:11.1%}"
-                f" {sum(r[4] for r in sel) / m:10.1%} {sum(r[5] for r in sel):6d}"
+                f"{group:28} {size:5d} {m:4d} {sum(r[2] for r in sel) / m:7.1%} {sum(r[3] for r in sel) / m:10.1%}"
+                f" {sum(r[4] for r in sel) / m:11.1%} {sum(r[5] for r in sel) / m:10.1%}"
+                f" {sum(r[6] for r in sel):6d} {sum(r[7] > 1 for r in sel):6d}"
             )
     print("\nspeed (CPU, one thread): search of both grammars (garbage on and off) per second of audio")
     for size in sizes:
-        ours = search_s[size] / 2 / searched_s * 1000
+        ours = search_s[size] / 2 / searched_s[size] * 1000
         ref = exact_s[size] / audio_s * 1000
         print(
             f"  {size:5d} phrases: {ours:6.2f} ms/s  (exact ctc_loss scoring {ref:7.2f} ms/s, ratio {ref / ours:5.1f}x;"
