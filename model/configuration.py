@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar
 
-CONFIG_NAME = "config.json"
+from model.hub import CONFIG_NAME, resolve_model_dir
 
 
 class Wav2Vec2ConformerConfig:
@@ -203,8 +203,6 @@ class Wav2Vec2ConformerConfig:
         cls, dir_or_id: str | Path, revision: str = "main", **overrides: Any
     ) -> Wav2Vec2ConformerConfig:
         """Read `config.json` from a local directory or a hub id found in the local Hugging Face cache."""
-        from model.checkpoint import resolve_model_dir
-
         config = cls.from_json_file(resolve_model_dir(dir_or_id, revision) / CONFIG_NAME)
         for key, value in overrides.items():
             if key in cls.field_names() or key == "num_labels":

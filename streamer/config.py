@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, MIN_WORD_CONFIDENCE, UNKNOWN_WORD_SCORE, WORD_SCORE
+from model.ctc import BEAM_WIDTH, LM_WEIGHT, MIN_WORD_CONFIDENCE, UNKNOWN_WORD_SCORE, WORD_SCORE
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
+from model.feature_extraction import NORMALIZATION_EPSILON
 from streamer.ring_buffer import RingBuffer
 from streamer.vad import SpeechGate
 
-NORMALIZATION_EPSILON = 1e-7  # same as model.feature_extraction (the checkpoints were trained with it)
 GATE_FRAME = 320  # 20 ms at 16 kHz: unit of the energy gate's loudness measure
 
 

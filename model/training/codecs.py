@@ -14,17 +14,17 @@ import subprocess
 
 import numpy as np
 
-from model.training.augment import SR, _resample
+from model.training.signal import SR, change_speed
 
 CODECS = ("mulaw", "alaw", "gsm", "g722", "opus")
 
 
 def _to_8k(x: np.ndarray) -> np.ndarray:
-    return _resample(x, 2.0)
+    return change_speed(x, 2.0)
 
 
 def _from_8k(x: np.ndarray, n: int) -> np.ndarray:
-    y = _resample(x, 0.5)
+    y = change_speed(x, 0.5)
     return np.pad(y, (0, max(0, n - len(y))))[:n]
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.feature_extraction import normalize_waveform
 from model.training.text import join_split_compounds
 
 REAL_DIR = Path("/work/shared/eval/real")
@@ -71,11 +72,9 @@ def real_items(directory: Path = REAL_DIR) -> list[Item]:
 
 def load_model(model_dir: str | Path | None):
     """Our Wav2Vec2ConformerForCTC + vocab from a HF-layout directory (default: the embedded model)."""
-    from model import Wav2Vec2ConformerForCTC
+    from model import Wav2Vec2ConformerForCTC, default_model_dir
 
-    if model_dir is None:
-        model_dir = Path(__file__).resolve().parents[1] / "pretrained" / "en-small"
-    model_dir = Path(model_dir)
+    model_dir = default_model_dir() if model_dir is None else Path(model_dir)
     model = Wav2Vec2ConformerForCTC.from_pretrained(model_dir)
     model.eval()
     vocab = json.loads((model_dir / "vocab.json").read_text())
@@ -90,7 +89,7 @@ def read_audio(path: str) -> np.ndarray:
 
 @torch.no_grad()
 def log_probs(model, audio: np.ndarray) -> np.ndarray:
-    x = (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
+    x = normalize_waveform(audio)
     logits = model(torch.from_numpy(x)[None]).logits[0]
     return torch.log_softmax(logits.float(), -1).numpy()
 

@@ -28,6 +28,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from model.ctc import greedy_collapse
+from model.feature_extraction import NORMALIZATION_EPSILON, normalize_waveform
 from model.training import augment as aug
 from model.training.evaluation import error_rates
 from model.training.text import join_split_compounds
@@ -77,13 +79,8 @@ def encode_text(text: str) -> list[int]:
 
 
 def decode_ids(ids: list[int]) -> str:
-    """Greedy CTC collapse: merge repeats, drop blanks, '|' → space."""
-    out = []
-    prev = -1
-    for i in ids:
-        if i != prev and i != 0:
-            out.append(VOCAB_TOKENS[i])
-        prev = i
+    """Greedy CTC text of frame labels (blank 0, '|' → space, specials print nothing)."""
+    out = [VOCAB_TOKENS[i] for i in greedy_collapse(ids, blank_id=0)]
     text = "".join(t if len(t) == 1 or t == "|" else "" for t in out).replace("|", " ")
     return " ".join(text.split())
 
@@ -375,16 +372,12 @@ def make_batches(
     return batches
 
 
-def normalize_wave(x: np.ndarray) -> np.ndarray:
-    return (x - x.mean()) / np.sqrt(x.var() + 1e-7)
-
-
 def collate(waves: list[np.ndarray], texts: list[str] | None = None):
     n = max(len(w) for w in waves)
     values = torch.zeros(len(waves), n)
     mask = torch.zeros(len(waves), n, dtype=torch.long)
     for i, w in enumerate(waves):
-        values[i, : len(w)] = torch.from_numpy(normalize_wave(w))
+        values[i, : len(w)] = torch.from_numpy(normalize_waveform(w))
         mask[i, : len(w)] = 1
     labels = None
     if texts is not None:
@@ -609,7 +602,7 @@ def context_consistency_loss(
     )
     renorm = torch.tensor([rng.random() < cfg.consistency_renormalize for _ in chosen], device=crops.device)
     renorm = renorm[:, None]
-    own = (crops - crops.mean(-1, keepdim=True)) / torch.sqrt(crops.var(-1, keepdim=True) + 1e-7)
+    own = (crops - crops.mean(-1, keepdim=True)) / torch.sqrt(crops.var(-1, keepdim=True) + NORMALIZATION_EPSILON)
     crops = torch.where(renorm, own, crops)
     student = model(crops).logits.float().log_softmax(-1)  # (count, Fc, V)
     frames = student.shape[1]
