@@ -48,10 +48,9 @@ pytestmark = [
 ]
 
 
-# Character error rate of what a client shows against the sentence. en-small gets words partly right;
-# session 2's model measured CER 0.28 from a file and 0.37-0.42 through the PulseAudio microphone path
-# (random resampling phase), against ~0.7+ for a different sentence; the stage-3 model (session 4)
-# measured 0.16 offline on this sentence. Lower it as better models ship.
+# Character error rate of what a client shows against the sentence: far below that of a different sentence
+# (~0.7), with room for the microphone path's random resampling phase. Lower it as better models ship
+# (figures: docs/RESULTS.md, "Client captions").
 MAX_CER = 0.3
 
 

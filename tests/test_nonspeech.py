@@ -1,8 +1,8 @@
 """Non-speech is silence: ``transcribe`` and a real daemon print no word for silence, noise, hum, tones or
-clicks, generated here with sox, with the shipped model and default settings (issue 17).
+clicks, generated here with sox, with the shipped model and default settings.
 
 Each run also carries one speech recording, which must come out as words: the check cannot pass by
-recognizing nothing at all. Before the speech gate, 10 s of digital silence came out as "I AAAAAAAA...".
+recognizing nothing at all. Without the speech gate the model alone turns even digital silence into letters.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from streamer.config import Settings
 from streamer.engine import RecognitionEngine
 from streamer.events import EndOfStream, Final, Partial, StreamError
 from streamer.pcm import AudioFormatError
+from streamer.server.testing import TINY_CONFIG
 
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
 
@@ -33,18 +34,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny-stream-model")
     config = Wav2Vec2ConformerConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        conv_dim=(8, 8, 8, 8, 8, 8, 16),
-        feat_extract_norm="layer",
-        position_embeddings_type="relative",
-        conv_depthwise_kernel_size=7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        pad_token_id=0,
+        vocab_size=len(VOCAB), **{**TINY_CONFIG, "position_embeddings_type": "relative"}
     )
     torch.manual_seed(0)
     Wav2Vec2ConformerForCTC(config).eval().save_pretrained(out)

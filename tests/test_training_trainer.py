@@ -12,16 +12,12 @@ import soundfile as sf
 import torch
 
 from model.training import trainer
+from streamer.server.testing import TINY_CONFIG
 
+# The tests' tiny model, deterministic: no dropout, no masking.
 TINY = {
-    "conv_dim": [16, 16, 16, 16, 16, 16, 16],
-    "hidden_size": 32,
+    **TINY_CONFIG,
     "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 48,
-    "conv_depthwise_kernel_size": 3,
-    "num_conv_pos_embeddings": 16,
-    "num_conv_pos_embedding_groups": 4,
     "mask_time_prob": 0.0,
     "hidden_dropout": 0.0,
     "activation_dropout": 0.0,
