@@ -42,7 +42,17 @@ def test_evaluate_prints_overall_and_per_voice_rates(tmp_path, monkeypatch, caps
     monkeypatch.setenv("CONFORMER_STREAMER_HOME", str(tmp_path))
     out_json = tmp_path / "results.json"
     out_dir = tmp_path / "results"
-    args = ["evaluate", "--sets", "synthetic", "--threads", "1", "--json", str(out_json), "--out", str(out_dir)]
+    args = [
+        "evaluate",
+        "--sets",
+        "synthetic",
+        "--threads",
+        "1",
+        "--json",
+        str(out_json),
+        "--out",
+        str(out_dir),
+    ]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     result = json.loads(out_json.read_text())["synthetic"]
