@@ -30,8 +30,10 @@ from test_browser_page import CHROMIUM, Browser
 from test_clients_live import Serve
 from test_clients_mic import pulse  # noqa: F401  (fixture)
 
+from model.hub import default_model_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-TRAINED_MODEL = ROOT / "model" / "pretrained" / "en-small"
+TRAINED_MODEL = default_model_dir()
 MODEL_OVERRIDE = os.environ.get("CLIENTS_TEST_MODEL")
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 HAVE_PULSE = bool(shutil.which("pulseaudio") and shutil.which("paplay"))

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "model" / "pretrained" / "en-small"
+from model.hub import default_model_dir
+
+MODEL_DIR = default_model_dir()
 # Harvard sentences: evaluation-only text, never in the training corpus.
 SENTENCES = (
     "THE BIRCH CANOE SLID ON THE SMOOTH PLANKS",

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model.hub import default_model_dir
 from model.training import evaluation
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "model" / "pretrained" / "en-small"
+MODEL_DIR = default_model_dir()
 TEXTS = ["THE BIRCH CANOE SLID ON THE SMOOTH PLANKS", "GLUE THE SHEET TO THE DARK BLUE BACKGROUND"]
 
 pytestmark = [
