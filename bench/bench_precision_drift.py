@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model import Wav2Vec2ConformerForCTC, default_model_dir, quantize_dynamic_int8
 from model.audio import load_audio
+from model.feature_extraction import normalize_waveform
 from model.training import corpus, decoding, evaluation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +63,7 @@ def transcripts(model: torch.nn.Module, greedy, clips: list[tuple[str, str]]) ->
     with torch.inference_mode():
         for path, _ in clips:
             audio = load_audio(path, 16000).astype(np.float32)
-            x = torch.from_numpy((audio - audio.mean()) / np.sqrt(audio.var() + 1e-7))[None].to(dtype)
+            x = torch.from_numpy(normalize_waveform(audio))[None].to(dtype)
             start = time.process_time()
             logits = model(x).logits[0]
             cpu += time.process_time() - start

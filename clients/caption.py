@@ -40,7 +40,7 @@ from clients.stream_file import (
     SAMPLE_RATE,
     ServerError,
     Session,
-    load_audio,
+    file_samples,
     stream_url,
     to_pcm16,
 )
@@ -287,7 +287,7 @@ class FileSource:
     """An audio file played like a microphone: 100 ms blocks at ``speed`` x real time (0 = no pacing)."""
 
     def __init__(self, path: Path, speed: float = 1.0) -> None:
-        self.samples = load_audio(path)
+        self.samples = file_samples(path)
         self.speed = speed
 
     def start(self) -> FileSource:
@@ -424,12 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed", type=float, default=1.0, help="with --file: playback speed (1 = real time, 0 = unpaced)"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
-    try:  # --config FILE and --section.field flags for --standalone, exactly as `serve` takes them
-        from streamer import config
+    # --config FILE and --section.field flags for --standalone, exactly as `serve` takes them
+    from streamer import config
 
-        config.add_arguments(parser)
-    except ImportError:  # clients installed without the streamer package
-        pass
+    config.add_arguments(parser)
     return parser
 
 

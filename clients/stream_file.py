@@ -53,22 +53,12 @@ class ServerError(Exception):
 # --------------------------------------------------------------------------------------------- audio
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The file as mono float32 at ``sample_rate``: ``model.audio.load_audio`` (soxr), else soundfile."""
-    try:
-        from model.audio import load_audio as model_load_audio
-    except ImportError:  # the client installed without the model package
-        model_load_audio = None
-    if model_load_audio is not None:
-        return model_load_audio(path, sample_rate)
-    import soundfile
+def file_samples(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The file as mono float32 at ``sample_rate`` (`model.audio.load_audio`, imported on first use so that
+    a client streaming a microphone never loads the model package)."""
+    from model.audio import load_audio
 
-    samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1).astype(np.float32)
-    if rate == sample_rate or mono.size == 0:
-        return mono
-    n_out = round(mono.size * sample_rate / rate)
-    return np.interp(np.arange(n_out) * (rate / sample_rate), np.arange(mono.size), mono).astype(np.float32)
+    return load_audio(path, sample_rate)
 
 
 def to_pcm16(samples: np.ndarray) -> bytes:
@@ -551,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stream_file: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        samples = load_audio(args.file)
+        samples = file_samples(args.file)
     except (OSError, ValueError, RuntimeError) as error:
         print(f"stream_file: {error}", file=sys.stderr)
         return EXIT_USAGE

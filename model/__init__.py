@@ -1,6 +1,6 @@
 """Wav2Vec2-Conformer in plain PyTorch: configuration, modules, heads and checkpoint I/O."""
 
-from model.checkpoint import default_model_dir, load_pretrained, resolve_model_dir
+from model.auto import load_pretrained
 from model.configuration import Wav2Vec2ConformerConfig
 from model.heads import (
     Wav2Vec2ConformerForAudioFrameClassification,
@@ -8,6 +8,7 @@ from model.heads import (
     Wav2Vec2ConformerForSequenceClassification,
     Wav2Vec2ConformerForXVector,
 )
+from model.hub import default_model_dir, resolve_model_dir
 from model.masking import compute_mask_indices, sample_negative_indices
 from model.modeling import Wav2Vec2ConformerModel, Wav2Vec2ConformerPreTrainedModel
 from model.pretraining import Wav2Vec2ConformerForPreTraining

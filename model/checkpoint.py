@@ -1,8 +1,7 @@
 """Checkpoint I/O compatible with transformers' Wav2Vec2-Conformer checkpoints, with no network access.
 
 A checkpoint is a directory holding `config.json` and the weights (`model.safetensors`, a sharded
-safetensors index, or `pytorch_model.bin`). Hub ids such as `facebook/wav2vec2-conformer-rel-pos-large`
-are looked up in the local Hugging Face cache only (`models--org--name/snapshots/<revision>/`).
+safetensors index, or `pytorch_model.bin`); `model.hub` finds it.
 Base-model checkpoints load into heads and vice versa by adding / stripping the `wav2vec2_conformer.`
 prefix, exactly as transformers does.
 """
@@ -11,19 +10,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from model.configuration import CONFIG_NAME, Wav2Vec2ConformerConfig
-
-if TYPE_CHECKING:
-    from model.modeling import Wav2Vec2ConformerPreTrainedModel
+from model.configuration import Wav2Vec2ConformerConfig
+from model.hub import resolve_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -33,66 +29,10 @@ PYTORCH_NAME = "pytorch_model.bin"
 # Stored by old transformers versions although they are derived, not learned.
 _DERIVED_KEYS = ("encoder.embed_positions.pe",)
 
-ModelT = TypeVar("ModelT", bound="Wav2Vec2ConformerPreTrainedModel")
-
-
-# Locating checkpoints ----------------------------------------------------------------------------------
-
-
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path("~/.cache/huggingface/hub").expanduser()
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    parts = name.split("/")
-    return 1 <= len(parts) <= 2 and all(parts) and not name.startswith((".", "~")) and "\\" not in name
-
-
-def resolve_hub_snapshot(repo_id: str, revision: str = "main", cache_dir: Path | None = None) -> Path:
-    """Snapshot directory of `repo_id` in the local cache; `revision` is a ref name or a commit hash."""
-    repo_dir = (cache_dir or hub_cache_dir()) / ("models--" + repo_id.replace("/", "--"))
-    if not repo_dir.is_dir():
-        raise FileNotFoundError(
-            f"{repo_id!r} is neither a local directory nor in the Hugging Face cache ({repo_dir} not found); "
-            "download it first, e.g. `huggingface-cli download " + repo_id + "`"
-        )
-    snapshots = repo_dir / "snapshots"
-    ref_file = repo_dir / "refs" / revision
-    if ref_file.is_file():
-        commit = ref_file.read_text().strip()
-        if (snapshots / commit).is_dir():
-            return snapshots / commit
-        raise FileNotFoundError(f"{ref_file} points to {commit}, which is missing under {snapshots}")
-    if (snapshots / revision).is_dir():
-        return snapshots / revision
-    available = sorted(p for p in snapshots.iterdir() if p.is_dir()) if snapshots.is_dir() else []
-    if revision == "main" and len(available) == 1:
-        return available[0]
-    raise FileNotFoundError(
-        f"revision {revision!r} of {repo_id!r} not found in {repo_dir}; snapshots: {[p.name for p in available]}"
-    )
-
-
-def resolve_model_dir(dir_or_id: str | Path, revision: str = "main") -> Path:
-    """A directory containing `config.json`, from a local path or a cached hub id."""
-    path = Path(dir_or_id).expanduser()
-    if not path.is_dir():
-        if isinstance(dir_or_id, Path) or not _looks_like_hub_id(str(dir_or_id)):
-            raise FileNotFoundError(f"model directory {path} does not exist")
-        path = resolve_hub_snapshot(str(dir_or_id), revision)
-    if not (path / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"{path} contains no {CONFIG_NAME}: not a model checkpoint (is it empty?)")
-    return path
-
-
-def default_model_dir() -> Path:
-    """The model shipped with the package (filled by the training pipeline)."""
-    return Path(__file__).resolve().parent / "pretrained" / "en-small"
+# A Wav2Vec2ConformerPreTrainedModel subclass. Typed as a plain module here so that this module, which the
+# model classes call to load themselves, does not import them back; it uses `config`,
+# `base_model_prefix` and `_init_weights` of them.
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 # Reading weights ---------------------------------------------------------------------------------------
@@ -158,7 +98,7 @@ def align_base_prefix(
 
 
 def load_state_dict_into(
-    model: Wav2Vec2ConformerPreTrainedModel, state_dict: dict[str, torch.Tensor], strict: bool = False
+    model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = False
 ) -> LoadReport:
     """Load weights (any key form we understand), initialise what is missing, and report."""
     state_dict, head_keys = align_base_prefix(dict(state_dict), model, model.base_model_prefix)
@@ -167,11 +107,14 @@ def load_state_dict_into(
     # Module hooks rename legacy keys (weight-norm g/v) and reshape conv weights; run the same logic here
     # by probing which keys the model would accept.
     normalized = _normalize_keys(model, state_dict)
+    skipped: set[str] = set()  # checkpoint keys not loaded: unexpected, derived or of the wrong shape
     for key, source_key in sorted(normalized.items()):
         if key not in expected:
+            skipped.add(source_key)
             if not any(key.endswith(derived) for derived in _DERIVED_KEYS):
                 report.unexpected.append(source_key)
         elif state_dict[source_key].shape != expected[key]:
+            skipped.add(source_key)
             report.mismatched.append(
                 f"{source_key} {tuple(state_dict[source_key].shape)} vs {tuple(expected[key])}"
             )
@@ -179,12 +122,7 @@ def load_state_dict_into(
     report.missing = sorted(key for key in expected if key not in loaded_keys)
     if strict and not report.clean:
         raise RuntimeError(f"checkpoint does not match {type(model).__name__}:\n{report}")
-    mismatched_sources = {entry.split(" ")[0] for entry in report.mismatched}
-    usable = {
-        key: value
-        for key, value in state_dict.items()
-        if key not in mismatched_sources and key not in report.unexpected
-    }
+    usable = {key: value for key, value in state_dict.items() if key not in skipped}
     model.load_state_dict(usable, strict=False, assign=True)
     _materialize(model)
     return report
@@ -205,7 +143,7 @@ def _normalize_keys(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> di
     return renamed
 
 
-def _materialize(model: Wav2Vec2ConformerPreTrainedModel) -> None:
+def _materialize(model: nn.Module) -> None:
     """Give real storage to tensors the checkpoint did not provide, and initialise them.
 
     A module whose tensors are all missing gets its full initialisation; a partially loaded module only
@@ -278,7 +216,7 @@ def load_model(
     return model
 
 
-def save_model(model: Wav2Vec2ConformerPreTrainedModel, directory: str | Path) -> None:
+def save_model(model: nn.Module, directory: str | Path) -> None:
     """`config.json` (with architectures and dtype) + `model.safetensors`, loadable by transformers."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -290,20 +228,3 @@ def save_model(model: Wav2Vec2ConformerPreTrainedModel, directory: str | Path) -
     config.save_pretrained(directory)
     state_dict = {key: tensor.detach().contiguous() for key, tensor in model.state_dict().items()}
     save_file(state_dict, directory / SAFETENSORS_NAME, metadata={"format": "pt"})
-
-
-def model_class_for(config: Wav2Vec2ConformerConfig) -> type[Wav2Vec2ConformerPreTrainedModel]:
-    """The model class named first in `config.architectures` (the bare model if none)."""
-    import model as package
-
-    for name in config.architectures or []:
-        candidate = getattr(package, name, None)
-        if isinstance(candidate, type) and issubclass(candidate, nn.Module):
-            return candidate
-    return package.Wav2Vec2ConformerModel
-
-
-def load_pretrained(dir_or_id: str | Path, **kwargs: Any) -> Wav2Vec2ConformerPreTrainedModel:
-    """Load a checkpoint into the head class its config.json names (e.g. Wav2Vec2ConformerForCTC)."""
-    config = Wav2Vec2ConformerConfig.from_pretrained(dir_or_id, revision=kwargs.get("revision", "main"))
-    return model_class_for(config).from_pretrained(dir_or_id, **kwargs)

@@ -13,11 +13,87 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar
 
-CONFIG_NAME = "config.json"
+from model.hub import CONFIG_NAME, resolve_model_dir
 
 
 class Wav2Vec2ConformerConfig:
-    """Hyper-parameters of the feature encoder, the Conformer encoder and all heads."""
+    """Hyper-parameters of the feature encoder, the Conformer encoder and all heads.
+
+    Every field can be passed as a keyword argument; keys it does not know are kept in ``extra``.
+
+    Args:
+        vocab_size: number of CTC output labels (the tokenizer's vocabulary); None for models without a
+            CTC head.
+        hidden_size: width of the encoder (attention, residual stream).
+        num_hidden_layers: number of Conformer blocks.
+        num_attention_heads: attention heads per block; must divide ``hidden_size``.
+        intermediate_size: width of each feed-forward module's hidden layer.
+        hidden_act: activation of the feed-forward modules ("gelu", "relu", "swish", ...).
+        hidden_dropout: dropout on the residual branches and the encoder input.
+        activation_dropout: dropout after the feed-forward activation.
+        attention_dropout: dropout on the attention probabilities.
+        feat_proj_dropout: dropout after the projection of the feature encoder's output.
+        feat_quantizer_dropout: dropout on the features that go to the pre-training quantizer.
+        final_dropout: dropout before a head's output layer.
+        layerdrop: probability of skipping a whole block while training (LayerDrop).
+        initializer_range: standard deviation of the normal initialisation of linear layers.
+        layer_norm_eps: epsilon of every layer norm.
+        feat_extract_norm: normalization in the feature encoder: "group" (first layer only, as wav2vec 2.0
+            base) or "layer" (every layer).
+        feat_extract_activation: activation of the feature encoder's convolutions.
+        conv_dim: output channels of each feature-encoder convolution.
+        conv_stride: stride of each feature-encoder convolution; their product is the frame hop in samples.
+        conv_kernel: kernel size of each feature-encoder convolution; with the strides it sets the
+            receptive field of a frame.
+        conv_bias: whether the feature-encoder convolutions have a bias.
+        num_conv_pos_embeddings: kernel size of the convolutional position embedding.
+        num_conv_pos_embedding_groups: groups of the convolutional position embedding.
+        apply_spec_augment: mask spans of time (and features) while training (SpecAugment).
+        mask_time_prob: share of the frames that start a masked time span (roughly the masked share divided
+            by ``mask_time_length``).
+        mask_time_length: length of each masked time span, in frames.
+        mask_time_min_masks: least number of masked time spans per utterance.
+        mask_feature_prob: share of the feature channels that start a masked feature span.
+        mask_feature_length: length of each masked feature span, in channels.
+        mask_feature_min_masks: least number of masked feature spans.
+        num_codevectors_per_group: entries of each codebook of the pre-training quantizer.
+        num_codevector_groups: codebooks of the pre-training quantizer.
+        contrastive_logits_temperature: temperature of the contrastive loss.
+        num_negatives: distractors drawn per masked frame for the contrastive loss.
+        codevector_dim: size of the quantized vectors.
+        proj_codevector_dim: size of the final projection of the quantized and the context vectors.
+        diversity_loss_weight: weight of the codebook diversity loss.
+        ctc_loss_reduction: how the CTC loss is reduced over the batch: "sum" or "mean".
+        ctc_zero_infinity: zero infinite CTC losses (inputs too short for their targets) and their
+            gradients.
+        use_weighted_layer_sum: classification heads read a learned weighted sum of all layers' outputs.
+        classifier_proj_size: width of the projection before the sequence classifier.
+        tdnn_dim: output channels of each TDNN layer of the x-vector head.
+        tdnn_kernel: kernel size of each TDNN layer.
+        tdnn_dilation: dilation of each TDNN layer.
+        xvector_output_dim: size of the x-vector embedding.
+        pad_token_id: id of the padding label, which is the CTC blank.
+        bos_token_id: id of the beginning-of-sequence token.
+        eos_token_id: id of the end-of-sequence token.
+        add_adapter: stack a strided convolutional adapter on the encoder (halves the frame rate per
+            layer).
+        adapter_kernel_size: kernel size of the adapter's convolutions.
+        adapter_stride: stride of the adapter's convolutions.
+        num_adapter_layers: number of adapter layers.
+        output_hidden_size: width of the adapter's output; None means ``hidden_size``.
+        position_embeddings_type: position information in self-attention: "relative" (Transformer-XL
+            style), "rotary", or None (only the convolutional position embedding).
+        rotary_embedding_base: base of the rotary embedding's frequencies.
+        max_source_positions: longest input, in frames, that the relative position table covers.
+        conv_depthwise_kernel_size: kernel size of the depthwise convolution in each Conformer block.
+        conformer_conv_dropout: dropout at the end of each Conformer convolution module.
+        id2label: label names of the classification heads, by id.
+        label2id: label ids by name (derived from ``id2label`` when missing).
+        problem_type: loss of the sequence classifier: "single_label_classification",
+            "multi_label_classification" or "regression"; None picks from the labels.
+        architectures: head classes the checkpoint was saved from (`model.auto.load_pretrained` builds
+            the first one).
+    """
 
     model_type: ClassVar[str] = "wav2vec2-conformer"
 
@@ -203,8 +279,6 @@ class Wav2Vec2ConformerConfig:
         cls, dir_or_id: str | Path, revision: str = "main", **overrides: Any
     ) -> Wav2Vec2ConformerConfig:
         """Read `config.json` from a local directory or a hub id found in the local Hugging Face cache."""
-        from model.checkpoint import resolve_model_dir
-
         config = cls.from_json_file(resolve_model_dir(dir_or_id, revision) / CONFIG_NAME)
         for key, value in overrides.items():
             if key in cls.field_names() or key == "num_labels":

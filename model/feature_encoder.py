@@ -96,7 +96,10 @@ def conv_output_lengths(
     kernels: tuple[int, ...] | list[int],
     strides: tuple[int, ...] | list[int],
 ) -> torch.Tensor | int:
-    """Number of frames a stack of unpadded convolutions produces from `input_lengths` samples."""
+    """Number of frames a stack of unpadded convolutions produces from `input_lengths` samples.
+
+    An input shorter than the receptive field gives a count <= 0 (callers clamp where that matters).
+    """
     for kernel, stride in zip(kernels, strides, strict=True):
         if isinstance(input_lengths, torch.Tensor):
             input_lengths = torch.div(input_lengths - kernel, stride, rounding_mode="floor") + 1

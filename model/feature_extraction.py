@@ -23,6 +23,11 @@ NORMALIZATION_EPSILON = 1e-7
 PaddingArg = bool | str
 
 
+def normalize_waveform(wave: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance: what a Wav2Vec2 checkpoint expects of a whole utterance."""
+    return (wave - wave.mean()) / np.sqrt(wave.var() + NORMALIZATION_EPSILON)
+
+
 class BatchFeature(dict):
     """Model inputs by name (``input_values``, ``attention_mask``, ...), also readable as attributes."""
 
@@ -226,7 +231,7 @@ class Wav2Vec2FeatureExtractor:
         is in its batch.
         """
         if mask is None or mask.all():
-            return (row - row.mean()) / np.sqrt(row.var() + NORMALIZATION_EPSILON)
+            return normalize_waveform(row)
         is_speech = mask.astype(bool)
         speech = row[is_speech]
         normalized = (row - speech.mean()) / np.sqrt(speech.var() + NORMALIZATION_EPSILON)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import nn
 
+from model.checkpoint import load_model, save_model
 from model.configuration import Wav2Vec2ConformerConfig
 from model.conformer import ConformerEncoder, PointwiseConv1d
 from model.feature_encoder import Adapter, FeatureEncoder, FeatureProjection, conv_output_lengths
@@ -127,8 +128,6 @@ class Wav2Vec2ConformerPreTrainedModel(nn.Module):
         `linear_route` picks the CPU kernels of the dense layers: "auto" (fastest measured here),
         "onednn" (prepacked oneDNN weights) or "aten" (plain `nn.Linear`); see `model.cpu_fast_path`.
         """
-        from model.checkpoint import load_model
-
         return load_model(
             cls,
             dir_or_id,
@@ -141,8 +140,6 @@ class Wav2Vec2ConformerPreTrainedModel(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write `config.json` and `model.safetensors` in the layout transformers reads."""
-        from model.checkpoint import save_model
-
         save_model(self, directory)
 
 

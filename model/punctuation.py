@@ -288,7 +288,7 @@ class NumpyPunctModel:
 
 def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b without BLAS: at these sizes (at most ~100 x 256 x 768) BLAS's threads cost more than they
-    save, and on a busy machine they spin against the recognizer's (measured: 40 ms vs 1.5 ms a final)."""
+    save, and on a busy machine they spin against the recognizer's (docs/RESULTS.md, "Readable finals")."""
     return np.einsum("...i,ij->...j", a, b)
 
 

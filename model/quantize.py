@@ -81,12 +81,8 @@ def quantize_dynamic_int8(
     feature projection (its rounding error would pass through every Conformer layer), the head's layers
     (CTC `lm_head`, classifiers, x-vector TDNN), whose rounding lands directly on the logits, and the
     first and last `float_edge_layers` Conformer layers when at least one layer between them remains.
-    Measured with the embedded model (`bench/bench_model.py --quick --trained`, int8 vs fp32 greedy
-    transcripts of 80 held-out utterances): per-tensor scales with an int8 head 2.37% CER, per-channel
-    with a float head 2.24% (stage 2); with stage 3 an int8 projection changed 2 of the 3 transcripts of
-    `tests/data` by a character, a float one none. Float edge layers (session 9): stage 7 1.89% -> 1.21%,
-    the 10-layer stages 8 and 9 2.31% -> 1.73% and 1.29% (first layer alone 1.61-1.89%, last alone
-    1.41-2.09%), for 2 of 24 layers' compute in float on the large config.
+    Each of these choices lowered the int8-vs-fp32 transcript drift of the embedded model
+    (`bench/bench_model.py --quick --trained`; figures in docs/RESULTS.md, "int8 quantization").
     `engine` defaults to `preferred_int8_engine()`. Where the CPU has VNNI (avx512_vnni / avx_vnni), the
     default "x86" engine's fbgemm kernels use it (`bench/bench_gemm_peak.py` times every engine).
     """

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from model.hub import default_model_dir
 from streamer.ctc_merge import Utterance, Vocabulary
 from streamer.events import Word
 
@@ -35,22 +36,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _model_dir(model_path: str | None) -> Path | None:
-    if model_path is None:
-        try:
-            from model import default_model_dir
-
-            return Path(default_model_dir())
-        except ImportError:
-            return None
-    return Path(model_path)
+def _model_dir(model_path: str | None) -> Path:
+    return default_model_dir() if model_path is None else Path(model_path)
 
 
 def model_lm(model_path: str | None) -> str | None:
     """The LM shipped inside the model's directory (``None`` = the embedded default model), if any."""
     directory = _model_dir(model_path)
-    if directory is None:
-        return None
     return next((str(directory / n) for n in MODEL_LM_NAMES if (directory / n).is_file()), None)
 
 
@@ -59,16 +51,11 @@ def find_lm(model_path: str | None) -> str | None:
     shipped = model_lm(model_path)
     if shipped is not None:
         return shipped
-    candidates = []
     directory = _model_dir(model_path)
-    if directory is not None:
-        candidates += [directory / "en-3gram.arpa", directory / "lm" / "en-3gram.arpa"]
-    try:
-        from model.training.corpus import home
+    candidates = [directory / "en-3gram.arpa", directory / "lm" / "en-3gram.arpa"]
+    from model.training.corpus import home
 
-        candidates.append(Path(home()) / "lm" / "en-3gram.arpa")
-    except Exception:
-        pass
+    candidates.append(Path(home()) / "lm" / "en-3gram.arpa")
     return next((str(c) for c in candidates if c.is_file()), None)
 
 

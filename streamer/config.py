@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.training.decoding import BEAM_WIDTH, LM_WEIGHT, MIN_WORD_CONFIDENCE, UNKNOWN_WORD_SCORE, WORD_SCORE
+from model.ctc import BEAM_WIDTH, LM_WEIGHT, MIN_WORD_CONFIDENCE, UNKNOWN_WORD_SCORE, WORD_SCORE
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class ModelSettings:
 class StreamingSettings:
     """Window layout of chunked inference, in seconds of 16 kHz audio."""
 
-    # Defaults measured with bench/plot_streaming.py and bench/bench_streaming.py (see streamer/engine.py).
+    # Defaults chosen with bench/plot_streaming.py and bench/bench_streaming.py (docs/streaming_tradeoffs.png).
     left_context_s: float = option(1.0, "audio before each chunk the model sees again", **NON_NEGATIVE)
     chunk_s: float = option(0.5, "new audio per window: smaller = faster partials, more CPU", **POSITIVE)
     lookahead_s: float = option(0.5, "audio after each chunk the model sees (adds latency)", **NON_NEGATIVE)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from model.ctc import collapse_with_frames
 from streamer.endpointing import Endpointer
 from streamer.events import Word
 
@@ -94,25 +95,6 @@ class Utterance:
     log_probs: np.ndarray | None = field(default=None, repr=False)  # its frames, for a beam search re-decode
     first_frame: int = 0
     log_probs_start: float = 0.0  # stream time of log_probs[0]
-
-
-def collapse_with_frames(ids: np.ndarray, blank_id: int, prev: int | None = None) -> list[tuple[int, int]]:
-    """CTC collapse of a frame sequence as (label, index of the frame emitting it) pairs.
-
-    ``prev``: the label before the first frame (a repeat of it emits nothing).
-    """
-    out: list[tuple[int, int]] = []
-    last = blank_id if prev is None else prev
-    for frame, i in enumerate(ids.tolist()):
-        if i != blank_id and i != last:
-            out.append((i, frame))
-        last = i
-    return out
-
-
-def greedy_collapse(ids: np.ndarray, blank_id: int, prev: int | None = None) -> list[int]:
-    """Reference CTC collapse of a whole frame sequence (``prev``: label before the first frame)."""
-    return [label for label, _ in collapse_with_frames(ids, blank_id, prev)]
 
 
 class SeamCarry:

@@ -34,7 +34,7 @@ def run_dtype(dtype: str, device: str, quantize: str | None) -> str:
 
 def model_directory(dir_or_id: str | Path | None) -> Path:
     """A model directory, a hub id in the local cache, or None for the embedded default model."""
-    from model.checkpoint import default_model_dir, resolve_model_dir
+    from model.hub import default_model_dir, resolve_model_dir
 
     if dir_or_id is None or dir_or_id == "":
         return Path(default_model_dir())

@@ -42,10 +42,11 @@ from typing import Any
 
 import numpy as np
 
+from model.feature_encoder import conv_output_lengths
+from model.feature_extraction import NORMALIZATION_EPSILON
 from streamer.ring_buffer import RingBuffer
 from streamer.vad import SpeechGate
 
-NORMALIZATION_EPSILON = 1e-7  # same as model.feature_extraction (the checkpoints were trained with it)
 GATE_FRAME = 320  # 20 ms at 16 kHz: unit of the energy gate's loudness measure
 
 
@@ -70,12 +71,7 @@ class FrameGeometry:
 
     def num_frames(self, n_samples: int) -> int:
         """Frames the feature encoder produces for ``n_samples`` input samples (0 if too short)."""
-        length = int(n_samples)
-        for k, s in zip(self.kernels, self.strides, strict=True):
-            if length < k:
-                return 0
-            length = (length - k) // s + 1
-        return length
+        return max(0, int(conv_output_lengths(int(n_samples), self.kernels, self.strides)))
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 from test_clients_fakeserver import FakeServer
 
+from model.hub import default_model_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = next(
@@ -362,7 +364,7 @@ def serve():
 
 
 @pytest.mark.skipif(
-    (ROOT / "model" / "pretrained" / "en-small" / "config.json").exists(),
+    (default_model_dir() / "config.json").exists(),
     reason="test_clients_trained.py covers it with the model",
 )
 def test_page_against_real_daemon_tiny_model(browser, sentence_wav, serve, tmp_path_factory):

@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 import soundfile
 
+from model.hub import default_model_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 
@@ -191,7 +193,7 @@ def test_stream_file_reports_daemon_refusal(daemon, speech_wav):
 
 
 @pytest.mark.skipif(
-    (ROOT / "model" / "pretrained" / "en-small" / "config.json").exists(),
+    (default_model_dir() / "config.json").exists(),
     reason="test_clients_trained.py covers it with the model",
 )
 def test_caption_standalone(tiny_model, speech_wav):

@@ -156,3 +156,18 @@ def test_global_flags_count_before_and_after_the_command():
     assert args.verbose + args.verbose_after == 3
     args = parser.parse_args(["serve", "--verbose"])
     assert args.verbose + args.verbose_after == 1
+
+
+def test_serve_help_prints_every_option_with_its_default() -> None:
+    """What a user sees: ``serve --help`` names every setting, each with its default."""
+    result = _cli("serve", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    count = 0
+    for section_field in dataclasses.fields(config.Settings):
+        section = section_field.default_factory()  # type: ignore[misc]
+        for name, spec in config.options(section).items():
+            assert f"--{section_field.name}.{name}" in text
+            assert " ".join(spec.help.split()) in text, spec.help
+            count += 1
+    assert text.count("default: ") >= count

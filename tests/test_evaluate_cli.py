@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model.hub import default_model_dir
 from model.training import evaluation
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "model" / "pretrained" / "en-small"
+MODEL_DIR = default_model_dir()
 TEXTS = ["THE BIRCH CANOE SLID ON THE SMOOTH PLANKS", "GLUE THE SHEET TO THE DARK BLUE BACKGROUND"]
 
 pytestmark = [
@@ -41,7 +42,19 @@ def test_evaluate_prints_overall_and_per_voice_rates(tmp_path, monkeypatch, caps
     _eval_corpus(tmp_path)
     monkeypatch.setenv("CONFORMER_STREAMER_HOME", str(tmp_path))
     out_json = tmp_path / "results.json"
-    assert cli.main(["evaluate", "--sets", "synthetic", "--threads", "1", "--json", str(out_json)]) == 0
+    out_dir = tmp_path / "results"
+    args = [
+        "evaluate",
+        "--sets",
+        "synthetic",
+        "--threads",
+        "1",
+        "--json",
+        str(out_json),
+        "--out",
+        str(out_dir),
+    ]
+    assert cli.main(args) == 0
     printed = capsys.readouterr().out
     result = json.loads(out_json.read_text())["synthetic"]
     assert result["n"] == 4
@@ -60,6 +73,13 @@ def test_evaluate_prints_overall_and_per_voice_rates(tmp_path, monkeypatch, caps
         [r["ref"] for r in result["items"]], [r["greedy"] for r in result["items"]]
     )
     assert result["rates"]["greedy"] == overall
+    # icefall's files: recognitions, errors and a WER summary per set
+    recogs = (out_dir / "recogs-synthetic-greedy.txt").read_text().splitlines()
+    assert len(recogs) == 2 * result["n"]
+    assert recogs[1] == f"{result['items'][0]['id']}:\thyp={result['items'][0]['greedy']}"
+    assert (out_dir / "errs-synthetic-greedy.txt").read_text().startswith(f"%WER {100 * overall['wer']:.2f}%")
+    summary = (out_dir / "wer-summary-synthetic.txt").read_text().splitlines()
+    assert summary[1].split("\t")[:2] == ["greedy", f"{100 * overall['wer']:.2f}"]
 
 
 def test_dev_set_is_read_augmented_and_a_weight_grid_gives_one_decoder_each(tmp_path, monkeypatch) -> None:

@@ -55,7 +55,8 @@ def test_transcribe_file_api_grammar_and_hotwords() -> None:
     assert unknown in ("[unk]", "ONE", "TWO", "THREE")
     # hotwords steer the open-vocabulary beam search towards the boosted words
     boosted = transcribe_file(wav, recognizer, decoder="beam", hotwords=["SIDE:30", "LEFT:30"]).text
-    assert boosted.split()[0] == "SIDE", boosted  # stage 13: SIDE LE (pyctcdecode boosts word prefixes too)
+    # only the first word is checked: pyctcdecode boosts word prefixes too, so LEFT may come out cut short
+    assert boosted.split()[0] == "SIDE", boosted
 
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -64,9 +65,9 @@ COMMANDS = ["turn on the light", "turn off the light", "open the door", "close t
 
 @pytest.mark.xfail(
     strict=True,
-    reason="en-small stage 13: with the garbage penalty chosen on training material (0.5 per speech frame) "
-    "six of the eight announcements come out as a digit (REAR RIGHT -> EIGHT); the clips need <= 0.24, "
-    'which turns half of the held-out in-grammar words into [unk] (docs/RESULTS.md, "Grammars")',
+    reason="the shipped model reads most channel announcements as a digit (REAR RIGHT -> EIGHT) with the "
+    "garbage penalty chosen on training material; a penalty low enough for them turns half of the held-out "
+    'in-grammar words into [unk] (docs/RESULTS.md, "Grammars")',
 )
 def test_out_of_grammar_speech_is_unk_or_unconfident() -> None:
     """The channel announcements against a digits grammar: never a digit with a high confidence (0.9).

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import model as ours_lib
-from model.checkpoint import hub_cache_dir, resolve_model_dir
+from model.hub import hub_cache_dir, resolve_model_dir
 
 transformers = pytest.importorskip("transformers")
 

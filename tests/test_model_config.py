@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,10 @@ def test_invalid_configs_are_rejected() -> None:
         Wav2Vec2ConformerConfig(conv_dim=(8, 8), conv_stride=(5,), conv_kernel=(10, 3))
     with pytest.raises(ValueError, match="position_embeddings_type"):
         Wav2Vec2ConformerConfig(position_embeddings_type="absolute")
+
+
+def test_every_field_is_documented_in_args() -> None:
+    """Each field carries its help in the class docstring's ``Args:`` section, in declaration order."""
+    doc = inspect.getdoc(Wav2Vec2ConformerConfig) or ""
+    documented = re.findall(r"^    (\w+): \S", doc.split("Args:", 1)[1], flags=re.M)
+    assert documented == list(Wav2Vec2ConformerConfig.field_names())

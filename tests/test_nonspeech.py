@@ -1,8 +1,8 @@
 """Non-speech is silence: ``transcribe`` and a real daemon print no word for silence, noise, hum, tones or
-clicks, generated here with sox, with the shipped model and default settings (issue 17).
+clicks, generated here with sox, with the shipped model and default settings.
 
 Each run also carries one speech recording, which must come out as words: the check cannot pass by
-recognizing nothing at all. Before the speech gate, 10 s of digital silence came out as "I AAAAAAAA...".
+recognizing nothing at all. Without the speech gate the model alone turns even digital silence into letters.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_transcribe_prints_no_words_for_non_speech(signals: dict[str, Path]) -> 
 
 
 def test_daemon_emits_no_words_for_non_speech(signals: dict[str, Path]) -> None:
-    from clients.stream_file import Session, load_audio, stream_samples, stream_url
+    from clients.stream_file import Session, file_samples, stream_samples, stream_url
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamer.cli", "serve", "--host", "127.0.0.1", "--port", "0"],
@@ -101,7 +101,7 @@ def test_daemon_emits_no_words_for_non_speech(signals: dict[str, Path]) -> None:
             events: list[dict] = []
             session = Session(url=stream_url(f"ws://127.0.0.1:{port}"), on_event=events.append, partials=True)
             async with slots, session:
-                await stream_samples(session, load_audio(path).astype(np.float32))
+                await stream_samples(session, file_samples(path).astype(np.float32))
             assert not session.errors, session.errors
             return events
 

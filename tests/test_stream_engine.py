@@ -21,6 +21,7 @@ from streamer.config import Settings
 from streamer.engine import RecognitionEngine
 from streamer.events import EndOfStream, Final, Partial, StreamError
 from streamer.pcm import AudioFormatError
+from streamer.server.testing import TINY_CONFIG
 
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
 
@@ -32,19 +33,17 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model import Wav2Vec2ConformerConfig, Wav2Vec2ConformerForCTC
 
     out = tmp_path_factory.mktemp("tiny-stream-model")
+    # the tests' tiny model with relative positions (the streaming windows' hardest case), post-norm
     config = Wav2Vec2ConformerConfig(
         vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        conv_dim=(8, 8, 8, 8, 8, 8, 16),
-        feat_extract_norm="layer",
-        position_embeddings_type="relative",
-        conv_depthwise_kernel_size=7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        pad_token_id=0,
+        **{
+            **TINY_CONFIG,
+            "num_attention_heads": 4,
+            "conv_dim": (8, 8, 8, 8, 8, 8, 16),
+            "num_conv_pos_embedding_groups": 4,
+            "do_stable_layer_norm": False,
+            "position_embeddings_type": "relative",
+        },
     )
     torch.manual_seed(0)
     Wav2Vec2ConformerForCTC(config).eval().save_pretrained(out)

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.ctc_merge import CtcMerger, Vocabulary, greedy_collapse
+from model.ctc import greedy_collapse
+from streamer.ctc_merge import CtcMerger, Vocabulary
 from streamer.endpointing import Endpointer
 from streamer.latency import ArrivalTimes
 from streamer.pcm import AudioFormatError, PcmDecoder, decode

@@ -120,3 +120,13 @@ def test_beam_decoder_does_not_make_words_of_unsure_frames(tmp_path) -> None:
     loose = decoding.BeamDecoder(VOCAB, path, unknown_word_score=0.0, min_word_confidence=0.0)
     assert loose.decode(cot).text == "COT"
     assert decoding.BeamDecoder(VOCAB, path).decode(cot).text == "CAT"
+
+
+def test_word_alignment_marks_each_error_once() -> None:
+    from model.training.evaluation import align_words, edit_distance
+
+    ref, hyp = ["THE", "CAT", "SAT", "ON", "THE", "MAT"], ["THE", "BAT", "SAT", "THE", "MAT", "TODAY"]
+    pairs = align_words(ref, hyp)
+    assert [r for r, _ in pairs if r] == ref and [h for _, h in pairs if h] == hyp
+    assert sum(r != h for r, h in pairs) == edit_distance(ref, hyp) == 3
+    assert ("CAT", "BAT") in pairs and ("ON", None) in pairs and (None, "TODAY") in pairs

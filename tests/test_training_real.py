@@ -193,7 +193,8 @@ def test_measured_rooms_load_and_reverberate() -> None:
 
 
 def test_the_new_options_off_leave_the_default_chain_unchanged() -> None:
-    """Stage 11's augmentation (and the development set read through it) draws the same audio."""
+    """With the newer options at 0, the augmentation (and the development set read through it) draws the same
+    audio as before they existed: old training configs and the development set stay reproducible."""
     x = _speechlike()
     plain = augment.augment(x, np.random.default_rng(5))
     off = augment.augment(

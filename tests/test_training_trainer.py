@@ -12,16 +12,18 @@ import soundfile as sf
 import torch
 
 from model.training import trainer
+from streamer.server.testing import TINY_CONFIG
 
+# The tests' tiny model, one layer, group-norm front end (as the embedded model's early stages), and
+# deterministic: no dropout, no masking.
 TINY = {
-    "conv_dim": [16, 16, 16, 16, 16, 16, 16],
-    "hidden_size": 32,
+    **TINY_CONFIG,
     "num_hidden_layers": 1,
-    "num_attention_heads": 2,
     "intermediate_size": 48,
     "conv_depthwise_kernel_size": 3,
-    "num_conv_pos_embeddings": 16,
     "num_conv_pos_embedding_groups": 4,
+    "feat_extract_norm": "group",
+    "do_stable_layer_norm": False,
     "mask_time_prob": 0.0,
     "hidden_dropout": 0.0,
     "activation_dropout": 0.0,

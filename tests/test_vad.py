@@ -151,7 +151,7 @@ def test_silero_runs_single_threaded_and_cheaply(silero: type) -> None:
     cpu = time.process_time() - cpu
     if sys.platform == "linux":
         assert len(os.listdir("/proc/self/task")) == threads_before
-    assert cpu / 4 < 0.1  # CPU seconds per second of audio (measured 0.013 on this machine)
+    assert cpu / 4 < 0.1  # CPU seconds per second of audio (docs/RESULTS.md, "Speech gate")
 
 
 def test_engine_gates_non_speech_and_output_does_not_depend_on_chunking(

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SR = 16000
+from model.training.signal import SR, change_speed
 
 
 @dataclass
@@ -48,15 +48,6 @@ class AugmentConfig:
     formant_range: tuple[float, float] = (0.85, 1.18)
     p_room: float = 0.0  # share of the reverberated examples that use a measured room
     p_codec: float = 0.0
-
-
-def _resample(x: np.ndarray, factor: float) -> np.ndarray:
-    """Play ``x`` ``factor`` times faster (length / factor)."""
-    import soxr
-
-    if abs(factor - 1.0) < 1e-3:
-        return x
-    return soxr.resample(x, SR * factor, SR, quality="LQ").astype(np.float32)
 
 
 def _time_stretch(x: np.ndarray, rate: float, frame: int = 512, hop: int = 128) -> np.ndarray:
@@ -135,12 +126,12 @@ def augment(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig | None =
     cfg = cfg or AugmentConfig()
     x = x.astype(np.float32, copy=True)
     if rng.random() < cfg.p_speed:
-        x = _resample(x, rng.uniform(*cfg.speed_range))
+        x = change_speed(x, rng.uniform(*cfg.speed_range))
     if cfg.p_tempo and rng.random() < cfg.p_tempo:
         x = _time_stretch(x, rng.uniform(*cfg.tempo_range))
     if rng.random() < cfg.p_pitch:
         factor = 2 ** (rng.uniform(-cfg.pitch_semitones, cfg.pitch_semitones) / 12)
-        x = _time_stretch(_resample(x, factor), 1 / factor)
+        x = _time_stretch(change_speed(x, factor), 1 / factor)
     if cfg.p_formant and rng.random() < cfg.p_formant:
         x = formant_warp(x, rng.uniform(*cfg.formant_range))
     peak = np.abs(x).max() + 1e-9

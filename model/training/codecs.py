@@ -1,10 +1,9 @@
 """Lossy speech-codec round trips for augmentation: what phones, VoIP and radio do to a voice.
 
 G.711 mu-law and A-law are a few lines of numpy (8 kHz, companded to 8 bits). GSM 06.10 goes through
-sox, G.722 and Opus through ffmpeg: one short-lived process per example. Measured on this machine
-(``bench``-free, see docs/RESULTS.md): a 4 s example costs ~10-40 ms of process time, so on-the-fly use
-at a modest probability adds little to a training step; when a tool is missing the example falls back to
-G.711.
+sox, G.722 and Opus through ffmpeg: one short-lived process per example, tens of milliseconds for a few
+seconds of audio, so on-the-fly use at a modest probability adds little to a training step; when a tool
+is missing the example falls back to G.711.
 """
 
 from __future__ import annotations
@@ -14,17 +13,17 @@ import subprocess
 
 import numpy as np
 
-from model.training.augment import SR, _resample
+from model.training.signal import SR, change_speed
 
 CODECS = ("mulaw", "alaw", "gsm", "g722", "opus")
 
 
 def _to_8k(x: np.ndarray) -> np.ndarray:
-    return _resample(x, 2.0)
+    return change_speed(x, 2.0)
 
 
 def _from_8k(x: np.ndarray, n: int) -> np.ndarray:
-    y = _resample(x, 0.5)
+    y = change_speed(x, 0.5)
     return np.pad(y, (0, max(0, n - len(y))))[:n]
 
 

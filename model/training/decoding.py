@@ -20,30 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-# Beam search weights of the word LM (pyctcdecode's alpha, beta), the defaults everywhere (daemon,
-# transcribe, evaluate). Chosen on the development set, never on the evaluation sets: en-small stage 4 with
-# the shipped LM, `conformer-streamer evaluate --sets dev --decoder beam --alpha 0.2,0.3,0.4,0.5,0.6 --beta
-# 0,1,2,3,4` (width 32): WER 48.9-49.4% along a ridge (0.3/1, 0.4/2, 0.4/3, 0.5/3), 50.2% at pyctcdecode's
-# 0.5/1, 54-59% at the grid's corners; greedy 64.6%. Stage 5 (session 6), `--alpha 0.3,0.4,0.5,0.6 --beta
-# 1,2,3`: 44.9% at 0.4/2 (best), 45.1% at 0.3/1, 46.1-50.5% elsewhere; greedy 62.5%.
-LM_WEIGHT = 0.4
-WORD_SCORE = 2.0
-# Beams kept. Development-set WER with those weights: width 8 52.2%, 16 50.1%, 32 49.0%, 64 47.8%, for
-# 0.003 / 0.006 / 0.010 CPU s per second of audio at 16 / 32 / 64: 32 stays cheap beside the model
-# (streaming RTF ~0.011) for dozens of streams.
-BEAM_WIDTH = 32
-# Words, not letter soup. A word the LM does not know costs UNKNOWN_WORD_SCORE (pyctcdecode's
-# unk_score_offset, added to the word's log10 LM probability; a partial word off the LM's word list pays it
-# too, scaled up with its length), so the search keeps to the LM's words unless the audio insists. A word
-# whose letters the model barely believes is dropped: its letter confidence (mean posterior of the frames
-# inside the word where a letter is the most likely label; 0 when no letter is) must reach
-# MIN_WORD_CONFIDENCE, so a run of unsure frames (noise) does not become a word. Both chosen on the
-# development set (120 utterances, augmented; docs/RESULTS.md, "Words, not letter soup"): WER 38.5% at
-# -10 / -20 (98.7 / 98.9% of the words in the LM), 38.6-38.7% at -40 / -1000 (98.9%); the 0.4 floor keeps
-# WER at 38.5% (CER 21.5 -> 22.1%) while it drops 77 of 80 words the model made of 16 kinds of noise
-# (0.5: WER 38.7%, CER 23.7%).
-UNKNOWN_WORD_SCORE = -20.0
-MIN_WORD_CONFIDENCE = 0.4
+from model.ctc import (
+    BEAM_WIDTH,
+    LM_WEIGHT,
+    MIN_WORD_CONFIDENCE,
+    UNKNOWN_WORD_SCORE,
+    WORD_SCORE,
+    ctc_runs,
+)
 
 
 @dataclass
@@ -75,24 +59,20 @@ class GreedyDecoder:
         self.frame_s = frame_s
 
     def decode(self, log_probs: np.ndarray, time_offset: float = 0.0) -> Decoded:
-        ids = np.asarray(log_probs).argmax(-1)
         words: list[WordTime] = []
-        current, start, end, prev = [], None, None, -1
-        for t, i in enumerate(ids.tolist()):
-            if i != prev and i != self.blank:
-                token = self.labels[i]
-                if token == self.delim:
-                    if current:
-                        words.append(WordTime("".join(current), start, end))
-                    current, start = [], None
-                elif len(token) == 1:
-                    if start is None:
-                        start = time_offset + t * self.frame_s
-                    current.append(token)
-                    end = time_offset + (t + 1) * self.frame_s
-            elif i == prev and i != self.blank and current:
-                end = time_offset + (t + 1) * self.frame_s
-            prev = i
+        current: list[str] = []
+        start = end = 0.0
+        for run in ctc_runs(np.asarray(log_probs).argmax(-1), self.blank):
+            token = self.labels[run.label]
+            if token == self.delim:
+                if current:
+                    words.append(WordTime("".join(current), start, end))
+                current = []
+            elif len(token) == 1:
+                if not current:
+                    start = time_offset + run.first * self.frame_s
+                current.append(token)
+                end = time_offset + (run.last + 1) * self.frame_s
         if current:
             words.append(WordTime("".join(current), start, end))
         return Decoded(" ".join(w.word for w in words), words)

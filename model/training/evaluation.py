@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.feature_extraction import normalize_waveform
 from model.training.text import join_split_compounds
 
 REAL_DIR = Path("/work/shared/eval/real")
@@ -71,11 +73,9 @@ def real_items(directory: Path = REAL_DIR) -> list[Item]:
 
 def load_model(model_dir: str | Path | None):
     """Our Wav2Vec2ConformerForCTC + vocab from a HF-layout directory (default: the embedded model)."""
-    from model import Wav2Vec2ConformerForCTC
+    from model import Wav2Vec2ConformerForCTC, default_model_dir
 
-    if model_dir is None:
-        model_dir = Path(__file__).resolve().parents[1] / "pretrained" / "en-small"
-    model_dir = Path(model_dir)
+    model_dir = default_model_dir() if model_dir is None else Path(model_dir)
     model = Wav2Vec2ConformerForCTC.from_pretrained(model_dir)
     model.eval()
     vocab = json.loads((model_dir / "vocab.json").read_text())
@@ -90,7 +90,7 @@ def read_audio(path: str) -> np.ndarray:
 
 @torch.no_grad()
 def log_probs(model, audio: np.ndarray) -> np.ndarray:
-    x = (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
+    x = normalize_waveform(audio)
     logits = model(torch.from_numpy(x)[None]).logits[0]
     return torch.log_softmax(logits.float(), -1).numpy()
 
@@ -121,6 +121,86 @@ def error_rates(refs: list[str], hyps: list[str]) -> dict[str, float]:
         "cer": ce / max(1, sum(len(r) for r in refs)),
         "words": sum(len(r.split()) for r in refs),
     }
+
+
+def align_words(ref: list[str], hyp: list[str]) -> list[tuple[str | None, str | None]]:
+    """A minimum-edit alignment as (reference word, hypothesis word) pairs; None on the side that has no
+    word (a deletion or an insertion)."""
+    rows, cols = len(ref) + 1, len(hyp) + 1
+    cost = [[0] * cols for _ in range(rows)]  # cost[i][j]: edits between ref[:i] and hyp[:j]
+    for i in range(rows):
+        cost[i][0] = i
+    for j in range(cols):
+        cost[0][j] = j
+    for i in range(1, rows):
+        for j in range(1, cols):
+            cost[i][j] = min(
+                cost[i - 1][j] + 1, cost[i][j - 1] + 1, cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1])
+            )
+    pairs: list[tuple[str | None, str | None]] = []
+    i, j = len(ref), len(hyp)
+    while i or j:
+        if i and j and cost[i][j] == cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]):
+            pairs.append((ref[i - 1], hyp[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and cost[i][j] == cost[i - 1][j] + 1:
+            pairs.append((ref[i - 1], None))
+            i -= 1
+        else:
+            pairs.append((None, hyp[j - 1]))
+            j -= 1
+    return pairs[::-1]
+
+
+def write_results(directory: Path, set_name: str, result: dict) -> list[Path]:
+    """icefall's three files per set and decoder: ``recogs-SET-DECODER.txt`` (reference and recognition
+    per utterance), ``errs-SET-DECODER.txt`` (the word errors, per utterance and counted by word) and
+    ``wer-summary-SET.txt`` (WER/CER per decoder). ``result`` is `evaluate`'s. Returns the files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    decoders = list(result["rates"])
+    written = []
+    for decoder in decoders:
+        tag = re.sub(r"[^A-Za-z0-9.=-]+", "_", decoder)
+        recogs = directory / f"recogs-{set_name}-{tag}.txt"
+        recogs.write_text(
+            "".join(
+                f"{row['id']}:\tref={row['ref']}\n{row['id']}:\thyp={row[decoder]}\n"
+                for row in result["items"]
+            )
+        )
+        errors: dict[str, int] = {}
+        lines = []
+        for row in result["items"]:
+            ref = join_split_compounds(row["ref"]).split()
+            hyp = join_split_compounds(row[decoder]).split()
+            pairs = align_words(ref, hyp)
+            for r, h in pairs:
+                if r != h:
+                    key = f"{r or '*'} -> {h or '*'}"
+                    errors[key] = errors.get(key, 0) + 1
+            shown = " ".join(r if r == h else f"({r or '*'}->{h or '*'})" for r, h in pairs)
+            lines.append(f"{row['id']}:\t{shown}\n")
+        rates = result["rates"][decoder]
+        counts = sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))
+        errs = directory / f"errs-{set_name}-{tag}.txt"
+        errs.write_text(
+            f"%WER {100 * rates['wer']:.2f}% over {rates['words']} reference words\n\n"
+            "PER UTTERANCE ((REF->HYP) is an error, * no word):\n"
+            + "".join(lines)
+            + "\nERRORS BY COUNT:\n"
+            + "".join(f"{n}\t{key}\n" for key, n in counts)
+        )
+        written += [recogs, errs]
+    summary = directory / f"wer-summary-{set_name}.txt"
+    summary.write_text(
+        "decoder\tWER\tCER\twords\tutterances\n"
+        + "".join(
+            f"{d}\t{100 * result['rates'][d]['wer']:.2f}\t{100 * result['rates'][d]['cer']:.2f}\t"
+            f"{result['rates'][d]['words']}\t{result['n']}\n"
+            for d in decoders
+        )
+    )
+    return [*written, summary]
 
 
 def augmented_reader(seed: int = 0) -> Callable[[Item], np.ndarray]:

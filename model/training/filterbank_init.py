@@ -1,7 +1,7 @@
 """Start the raw-waveform front end as a mel-spaced Gabor filterbank instead of random noise.
 
 A feature encoder trained from random weights on a few hours of speech spends thousands of steps
-discovering band-pass filters (our first en-small runs sat at ~64% CER after 2 200 steps). Here the
+discovering band-pass filters before its CER starts to fall. Here the
 first convolution starts as quadrature pairs (cosine and sine phase) of Hann-windowed tones at
 mel-spaced centre frequencies, each window as long as its band is narrow, so the first layer already
 measures a short-time spectrum; the rectifying GELU plus the strided layers after it turn the

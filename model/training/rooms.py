@@ -15,7 +15,7 @@ import importlib.resources
 
 import numpy as np
 
-from model.training.augment import SR
+from model.training.signal import SR
 
 ROOMS = (
     "Accoustic2_Impulse.wav",

@@ -475,12 +475,12 @@ def _worker(args: tuple[dict, str]) -> tuple[str, int, int]:
 
 
 def run_batches(batches: Iterable[Batch], root: Path, workers: int = 1, progress: bool = True) -> int:
-    from tqdm import tqdm
+    from model.training.progress import progress_bar
 
     todo = [b for b in batches if not (root / "shards" / f"{b.id}.jsonl").exists()]
     total = sum(len(b.jobs) for b in todo)
     made = 0
-    bar = tqdm(total=total, unit="utt", disable=not progress, dynamic_ncols=True, mininterval=5)
+    bar = progress_bar(total=total, unit="utt", disable=not progress, dynamic_ncols=True, mininterval=5)
     payload = [(asdict(b), str(root)) for b in todo]
     if workers <= 1:
         for item in payload:

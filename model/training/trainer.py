@@ -28,8 +28,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from model.ctc import greedy_collapse
+from model.feature_extraction import NORMALIZATION_EPSILON, normalize_waveform
 from model.training import augment as aug
 from model.training.evaluation import error_rates
+from model.training.progress import progress_bar
 from model.training.text import join_split_compounds
 
 log = logging.getLogger(__name__)
@@ -77,13 +80,8 @@ def encode_text(text: str) -> list[int]:
 
 
 def decode_ids(ids: list[int]) -> str:
-    """Greedy CTC collapse: merge repeats, drop blanks, '|' → space."""
-    out = []
-    prev = -1
-    for i in ids:
-        if i != prev and i != 0:
-            out.append(VOCAB_TOKENS[i])
-        prev = i
+    """Greedy CTC text of frame labels (blank 0, '|' → space, specials print nothing)."""
+    out = [VOCAB_TOKENS[i] for i in greedy_collapse(ids, blank_id=0)]
     text = "".join(t if len(t) == 1 or t == "|" else "" for t in out).replace("|", " ")
     return " ".join(text.split())
 
@@ -375,16 +373,12 @@ def make_batches(
     return batches
 
 
-def normalize_wave(x: np.ndarray) -> np.ndarray:
-    return (x - x.mean()) / np.sqrt(x.var() + 1e-7)
-
-
 def collate(waves: list[np.ndarray], texts: list[str] | None = None):
     n = max(len(w) for w in waves)
     values = torch.zeros(len(waves), n)
     mask = torch.zeros(len(waves), n, dtype=torch.long)
     for i, w in enumerate(waves):
-        values[i, : len(w)] = torch.from_numpy(normalize_wave(w))
+        values[i, : len(w)] = torch.from_numpy(normalize_waveform(w))
         mask[i, : len(w)] = 1
     labels = None
     if texts is not None:
@@ -609,7 +603,9 @@ def context_consistency_loss(
     )
     renorm = torch.tensor([rng.random() < cfg.consistency_renormalize for _ in chosen], device=crops.device)
     renorm = renorm[:, None]
-    own = (crops - crops.mean(-1, keepdim=True)) / torch.sqrt(crops.var(-1, keepdim=True) + 1e-7)
+    own = (crops - crops.mean(-1, keepdim=True)) / torch.sqrt(
+        crops.var(-1, keepdim=True) + NORMALIZATION_EPSILON
+    )
     crops = torch.where(renorm, own, crops)
     student = model(crops).logits.float().log_softmax(-1)  # (count, Fc, V)
     frames = student.shape[1]
@@ -624,47 +620,53 @@ def context_consistency_loss(
     return per_frame[:, edge : frames - edge].mean()
 
 
-def train(
-    cfg: TrainConfig,
-    home: Path,
-    device: str = "cpu",
-    max_minutes: float | None = None,
-    resume: bool = True,
-    progress: bool = True,
-    backend: str = "ours",
-    max_steps_now: int | None = None,
-    run_dir: Path | None = None,
-) -> dict:
-    from tqdm import tqdm
+# ---------------------------------------------------------------------------------------------------
+# the recipe: parameters, optimizer, compute_loss, train_one_epoch, validation, checkpointing
 
-    torch.set_num_threads(cfg.threads)
-    dev = torch.device(device)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    run_dir = run_dir or home / "runs" / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model = build_model(cfg, backend)
-    if cfg.filterbank_init:
-        from model.training.filterbank_init import init_feature_encoder_as_filterbank
 
-        init_feature_encoder_as_filterbank(model)
-    last = run_dir / "last.pt"
-    if cfg.init_from and not (resume and last.exists()):
-        # before the optimizer is built: loading assigns new parameter tensors
-        start_from_export(model, Path(cfg.init_from).expanduser(), cfg.grow_layers_after)
-    model = model.to(dev)
-    model.train()
-    n_params = sum(p.numel() for p in model.parameters())
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=cfg.betas,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    state = {
+@dataclass
+class TrainingRun:
+    """What a run carries from step to step; ``state`` is what a checkpoint keeps besides the weights."""
+
+    cfg: TrainConfig
+    home: Path
+    run_dir: Path
+    device: torch.device
+    model: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    state: dict[str, Any]
+    eval_subset: list[dict]  # fixed held-out utterances scored every ``eval_every`` steps
+    real_train: list[dict]  # real recordings mixed into every epoch (``real_dir``)
+    bar: Any  # progress bar (tqdm's when installed)
+    stop_at: int | None = None  # step to stop at in this invocation (``max_steps_now``)
+    max_minutes: float | None = None
+    consistency_rng: random.Random = field(default_factory=random.Random)
+    t_start: float = field(default_factory=time.time)  # wall clock not yet added to state["seconds"]
+    t_ckpt: float = field(default_factory=time.time)  # when last.pt was last written
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "train.log"
+
+    def autocast(self) -> Any:
+        """bf16 autocast on CUDA; fp32 on CPU (bf16 was slower there and hung in oneDNN)."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """One JSON line in the run's ``train.log``."""
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def fresh_state() -> dict[str, Any]:
+    return {
         "step": 0,
         "epoch": 0,
         "batch_in_epoch": 0,
@@ -673,19 +675,37 @@ def train(
         "audio_seconds": 0.0,
         "history": [],
     }
-    if resume and last.exists():
-        ckpt = torch.load(last, map_location=dev, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        state = ckpt["state"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
-        log.warning("resumed %s at step %d", last, state["step"])
-    (run_dir / "config.json").write_text(
-        json.dumps({"train": cfg.__dict__, "model": model_config(cfg)}, indent=1, default=list)
+
+
+def build_optimizer(
+    model, cfg: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW without weight decay on norms and biases; linear warm-up, then cosine decay (`lr_lambda`)."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=cfg.betas,
     )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, device: torch.device) -> dict[str, Any]:
+    """Restore what `save_checkpoint` wrote (weights, optimizer, schedule, RNG states); returns the state."""
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    np.random.set_state(ckpt["rng"]["numpy"])
+    random.setstate(ckpt["rng"]["python"])
+    return ckpt["state"]
+
+
+def held_out_records(cfg: TrainConfig, home: Path) -> tuple[list[dict], list[dict]]:
+    """(validation utterances, real training utterances): a fixed subset of the synthetic held-out
+    voices, plus the real recordings' development share when ``eval_real_dev``."""
     eval_records = read_records([home / cfg.eval_dir]) if (home / cfg.eval_dir).exists() else []
     eval_records = sorted(eval_records, key=lambda r: r["path"])
     eval_subset = random.Random(0).sample(eval_records, min(cfg.eval_subset, len(eval_records)))
@@ -703,16 +723,50 @@ def train(
             sum(r["duration"] for r in real_train) / 3600,
             len(real_dev_utts),
         )
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if dev.type == "cuda"
-        else torch.autocast("cpu", enabled=False)
+    return eval_subset, real_train
+
+
+def start_run(
+    cfg: TrainConfig,
+    home: Path,
+    device: str = "cpu",
+    resume: bool = True,
+    progress: bool = True,
+    backend: str = "ours",
+    max_steps_now: int | None = None,
+    run_dir: Path | None = None,
+    max_minutes: float | None = None,
+) -> TrainingRun:
+    """Seed, build the model (from an export or a checkpoint to resume), the optimizer and the data."""
+    torch.set_num_threads(cfg.threads)
+    dev = torch.device(device)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    run_dir = run_dir or home / "runs" / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = build_model(cfg, backend)
+    if cfg.filterbank_init:
+        from model.training.filterbank_init import init_feature_encoder_as_filterbank
+
+        init_feature_encoder_as_filterbank(model)
+    last = run_dir / "last.pt"
+    resuming = resume and last.exists()
+    if cfg.init_from and not resuming:
+        # before the optimizer is built: loading assigns new parameter tensors
+        start_from_export(model, Path(cfg.init_from).expanduser(), cfg.grow_layers_after)
+    model = model.to(dev)
+    model.train()
+    optimizer, scheduler = build_optimizer(model, cfg)
+    state = fresh_state()
+    if resuming:
+        state = load_checkpoint(last, model, optimizer, scheduler, dev)
+        log.warning("resumed %s at step %d", last, state["step"])
+    (run_dir / "config.json").write_text(
+        json.dumps({"train": cfg.__dict__, "model": model_config(cfg)}, indent=1, default=list)
     )
-    log_path = run_dir / "train.log"
-    t_start = time.time()
-    t_ckpt = time.time()
-    stop_at = state["step"] + max_steps_now if max_steps_now else None
-    bar = tqdm(
+    eval_subset, real_train = held_out_records(cfg, home)
+    bar = progress_bar(
         initial=state["step"],
         total=cfg.max_steps,
         unit="step",
@@ -720,124 +774,181 @@ def train(
         dynamic_ncols=True,
         mininterval=10,
     )
+    n_params = sum(p.numel() for p in model.parameters())
     bar.write(f"model: {n_params / 1e6:.2f} M parameters; run dir {run_dir}")
-    # its own stream, seeded by the step: resuming continues the same sequence of crops
-    consistency_rng = random.Random(cfg.seed * 7919 + state["step"])
-    done = False
-    while not done:
-        records = [
-            r
-            for r in read_records([home / d for d in cfg.train_dirs])
-            if cfg.min_seconds <= r["duration"] <= cfg.max_seconds
-        ]
-        if not records:
-            raise SystemExit("no training data: run `conformer-streamer synthesize` first")
-        epoch_rng = random.Random(cfg.seed * 1000 + state["epoch"])
-        records = mix_epoch(records, real_train, cfg, epoch_rng)
-        records = chain_voices(
-            records, cfg.p_voice_change, cfg.max_seconds, cfg.pause_seconds, epoch_rng, cfg.max_voices
-        )
-        records = splice_nonspeech(records, cfg, epoch_rng)
-        batches = make_batches(
-            records,
-            cfg.batch_seconds,
-            cfg.max_batch,
-            epoch_rng,
-            shuffle=state["epoch"] >= cfg.sortagrad_epochs,
-        )
-        start = state["batch_in_epoch"]
-        dataset = BatchDataset(records, batches, cfg, seed=cfg.seed * 1000 + state["epoch"])
-        subset = torch.utils.data.Subset(dataset, range(start, len(batches)))
-        loader = torch.utils.data.DataLoader(
-            subset,
-            batch_size=None,
-            shuffle=False,
-            num_workers=cfg.num_workers,
-            worker_init_fn=lambda _: torch.set_num_threads(1),
-            prefetch_factor=4 if cfg.num_workers else None,
-            persistent_workers=False,
-        )
-        bar.write(
-            f"epoch {state['epoch']}: {len(records)} utterances, "
-            f"{sum(r['duration'] for r in records) / 3600:.2f} h, {len(batches)} batches"
-        )
-        for values, mask, labels in loader:
-            values, mask, labels = values.to(dev), mask.to(dev), labels.to(dev)
-            with autocast:
-                out = model(values, attention_mask=mask, labels=labels)
-                consistency = (
-                    context_consistency_loss(model, values, mask, out.logits, cfg, consistency_rng)
-                    if cfg.consistency_weight > 0
-                    else None
-                )
-            loss = out.loss if consistency is None else out.loss + cfg.consistency_weight * consistency
-            if not torch.isfinite(loss):
-                optimizer.zero_grad(set_to_none=True)
-                state["batch_in_epoch"] += 1
-                continue
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
+    return TrainingRun(
+        cfg=cfg,
+        home=home,
+        run_dir=run_dir,
+        device=dev,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        state=state,
+        eval_subset=eval_subset,
+        real_train=real_train,
+        bar=bar,
+        stop_at=state["step"] + max_steps_now if max_steps_now else None,
+        max_minutes=max_minutes,
+        # its own stream, seeded by the step: resuming continues the same sequence of crops
+        consistency_rng=random.Random(cfg.seed * 7919 + state["step"]),
+    )
+
+
+def epoch_loader(run: TrainingRun) -> torch.utils.data.DataLoader:
+    """This epoch's batches from where the run stands in it (the shards are re-read every epoch)."""
+    cfg, state = run.cfg, run.state
+    records = [
+        r
+        for r in read_records([run.home / d for d in cfg.train_dirs])
+        if cfg.min_seconds <= r["duration"] <= cfg.max_seconds
+    ]
+    if not records:
+        raise SystemExit("no training data: run `conformer-streamer synthesize` first")
+    epoch_rng = random.Random(cfg.seed * 1000 + state["epoch"])
+    records = mix_epoch(records, run.real_train, cfg, epoch_rng)
+    records = chain_voices(
+        records, cfg.p_voice_change, cfg.max_seconds, cfg.pause_seconds, epoch_rng, cfg.max_voices
+    )
+    records = splice_nonspeech(records, cfg, epoch_rng)
+    batches = make_batches(
+        records,
+        cfg.batch_seconds,
+        cfg.max_batch,
+        epoch_rng,
+        shuffle=state["epoch"] >= cfg.sortagrad_epochs,
+    )
+    dataset = BatchDataset(records, batches, cfg, seed=cfg.seed * 1000 + state["epoch"])
+    subset = torch.utils.data.Subset(dataset, range(state["batch_in_epoch"], len(batches)))
+    run.bar.write(
+        f"epoch {state['epoch']}: {len(records)} utterances, "
+        f"{sum(r['duration'] for r in records) / 3600:.2f} h, {len(batches)} batches"
+    )
+    return torch.utils.data.DataLoader(
+        subset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        worker_init_fn=lambda _: torch.set_num_threads(1),
+        prefetch_factor=4 if cfg.num_workers else None,
+        persistent_workers=False,
+    )
+
+
+def compute_loss(
+    model,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+    rng: random.Random,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(loss to minimize, its context-consistency term or None): CTC + ``consistency_weight`` x consistency."""
+    out = model(values, attention_mask=mask, labels=labels)
+    consistency = (
+        context_consistency_loss(model, values, mask, out.logits, cfg, rng)
+        if cfg.consistency_weight > 0
+        else None
+    )
+    loss = out.loss if consistency is None else out.loss + cfg.consistency_weight * consistency
+    return loss, consistency
+
+
+def train_one_epoch(run: TrainingRun) -> bool:
+    """Train to the end of the epoch, or until the run is finished (then True)."""
+    cfg, state, model = run.cfg, run.state, run.model
+    for values, mask, labels in epoch_loader(run):
+        values, mask, labels = values.to(run.device), mask.to(run.device), labels.to(run.device)
+        with run.autocast():
+            loss, consistency = compute_loss(model, values, mask, labels, cfg, run.consistency_rng)
+        if not torch.isfinite(loss):  # skip the batch, keep the place in the epoch
+            run.optimizer.zero_grad(set_to_none=True)
             state["batch_in_epoch"] += 1
-            state["audio_seconds"] += float(mask.sum()) / 16000
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            if state["step"] % cfg.log_every == 0:
-                with log_path.open("a") as f:
-                    f.write(
-                        json.dumps(
-                            {
-                                "step": state["step"],
-                                "loss": round(loss.item(), 4),
-                                **(
-                                    {"consistency": round(consistency.item(), 4)}
-                                    if consistency is not None
-                                    else {}
-                                ),
-                                "gnorm": round(float(gnorm), 3),
-                                "lr": scheduler.get_last_lr()[0],
-                                "audio_h": round(state["audio_seconds"] / 3600, 3),
-                                "elapsed_s": round(state["seconds"] + time.time() - t_start),
-                            }
-                        )
-                        + "\n"
-                    )
-            if eval_subset and state["step"] % cfg.eval_every == 0:
-                m = greedy_error_rates(model, eval_subset, dev)
-                bar.write(
-                    f"step {state['step']}: held-out greedy CER {m['cer']:.3f} WER {m['wer']:.3f} | "
-                    f"{m['examples'][0][1]!r}"
-                )
-                state["history"].append({"step": state["step"], "cer": m["cer"], "wer": m["wer"]})
-                with log_path.open("a") as f:
-                    f.write(
-                        json.dumps({"step": state["step"], "eval_cer": m["cer"], "eval_wer": m["wer"]}) + "\n"
-                    )
-                if state["best_cer"] is None or m["cer"] < state["best_cer"]:
-                    state["best_cer"] = m["cer"]
-                    torch.save(
-                        {"model": model.state_dict(), "step": state["step"], "cer": m["cer"]},
-                        run_dir / "best.pt",
-                    )
-            elapsed_min = (time.time() - t_start) / 60
-            finished = (
-                state["step"] >= cfg.max_steps
-                or (stop_at is not None and state["step"] >= stop_at)
-                or (max_minutes is not None and elapsed_min >= max_minutes)
+            continue
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        state["batch_in_epoch"] += 1
+        state["audio_seconds"] += float(mask.sum()) / 16000
+        run.bar.update(1)
+        run.bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
+        if state["step"] % cfg.log_every == 0:
+            run.log(
+                {
+                    "step": state["step"],
+                    "loss": round(loss.item(), 4),
+                    **({"consistency": round(consistency.item(), 4)} if consistency is not None else {}),
+                    "gnorm": round(float(gnorm), 3),
+                    "lr": run.scheduler.get_last_lr()[0],
+                    "audio_h": round(state["audio_seconds"] / 3600, 3),
+                    "elapsed_s": round(state["seconds"] + time.time() - run.t_start),
+                }
             )
-            if finished or time.time() - t_ckpt > cfg.checkpoint_minutes * 60:
-                state["seconds"] += time.time() - t_start
-                t_start = time.time()
-                save_checkpoint(last, model, optimizer, scheduler, state)
-                t_ckpt = time.time()
-            if finished:
-                done = True
-                break
-        else:
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-    bar.close()
-    return {"model": model, "state": state, "run_dir": run_dir}
+        if run.eval_subset and state["step"] % cfg.eval_every == 0:
+            validate(run)
+        finished = is_finished(run)
+        if finished or time.time() - run.t_ckpt > cfg.checkpoint_minutes * 60:
+            checkpoint(run)
+        if finished:
+            return True
+    state["epoch"] += 1
+    state["batch_in_epoch"] = 0
+    return False
+
+
+def validate(run: TrainingRun) -> dict:
+    """Greedy CER/WER on the held-out subset: logged, kept in the history, ``best.pt`` when best so far."""
+    state = run.state
+    m = greedy_error_rates(run.model, run.eval_subset, run.device)
+    run.bar.write(
+        f"step {state['step']}: held-out greedy CER {m['cer']:.3f} WER {m['wer']:.3f} | {m['examples'][0][1]!r}"
+    )
+    state["history"].append({"step": state["step"], "cer": m["cer"], "wer": m["wer"]})
+    run.log({"step": state["step"], "eval_cer": m["cer"], "eval_wer": m["wer"]})
+    if state["best_cer"] is None or m["cer"] < state["best_cer"]:
+        state["best_cer"] = m["cer"]
+        torch.save(
+            {"model": run.model.state_dict(), "step": state["step"], "cer": m["cer"]}, run.run_dir / "best.pt"
+        )
+    return m
+
+
+def is_finished(run: TrainingRun) -> bool:
+    """At ``max_steps``, at this invocation's step limit, or out of minutes."""
+    step = run.state["step"]
+    elapsed_min = (time.time() - run.t_start) / 60
+    return (
+        step >= run.cfg.max_steps
+        or (run.stop_at is not None and step >= run.stop_at)
+        or (run.max_minutes is not None and elapsed_min >= run.max_minutes)
+    )
+
+
+def checkpoint(run: TrainingRun) -> None:
+    """Write ``last.pt`` (everything a resume needs) and account the wall time in the state."""
+    run.state["seconds"] += time.time() - run.t_start
+    run.t_start = time.time()
+    save_checkpoint(run.last_checkpoint, run.model, run.optimizer, run.scheduler, run.state)
+    run.t_ckpt = time.time()
+
+
+def train(
+    cfg: TrainConfig,
+    home: Path,
+    device: str = "cpu",
+    max_minutes: float | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    backend: str = "ours",
+    max_steps_now: int | None = None,
+    run_dir: Path | None = None,
+) -> dict:
+    """Train (or resume) the run ``cfg.name`` under ``home``; returns the model, its state and run dir."""
+    run = start_run(cfg, home, device, resume, progress, backend, max_steps_now, run_dir, max_minutes)
+    while not train_one_epoch(run):
+        pass
+    run.bar.close()
+    return {"model": run.model, "state": run.state, "run_dir": run.run_dir}

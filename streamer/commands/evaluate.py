@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from model.training.decoding import (
@@ -58,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--show", type=int, default=0, help="print N hypotheses per set")
     parser.add_argument("--json", type=Path, default=None, help="also write all results here")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the recognitions, errors and WER summary of each set "
+        "(default: evaluations/<date-time> under the data home)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     }
     readers = {"dev": evaluation.augmented_reader()}
     results = {}
+    out_dir = args.out or corpus.home() / "evaluations" / time.strftime("%Y%m%d-%H%M%S")
     print(f"{'set':<10} {'decoder':<9} {'n':>4} {'words':>6} {'WER':>7} {'CER':>7} {'RTF':>7}")
     for name in args.sets.split(","):
         items = sets[name]()[: args.limit]
@@ -109,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         res = evaluation.evaluate(model, vocab, items, decoders, readers.get(name))
         results[name] = res
+        evaluation.write_results(out_dir, name, res)
         for dec, r in res["rates"].items():
             print(
                 f"{name:<10} {dec:<9} {res['n']:>4} {r['words']:>6} {100 * r['wer']:>6.1f}% {100 * r['cer']:>6.1f}% "
@@ -127,4 +137,5 @@ def run(args: argparse.Namespace) -> int:
                 print(f"   {dec[:4].upper()}:", row[dec])
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    print(f"recognitions, errors and WER summaries in {out_dir}")
     return 0

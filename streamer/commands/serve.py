@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 
-from streamer import config
+from streamer import config, systemd
 
 log = logging.getLogger("streamer.serve")
 
@@ -57,13 +57,8 @@ async def serve_forever(settings: config.Settings, engine, *, ready=None) -> int
     """Run the daemon on this loop until SIGTERM/SIGINT; ``ready(app)`` is called once listening."""
     from streamer.server.app import App
 
-    try:
-        from streamer import systemd
-    except ImportError:  # pragma: no cover
-        systemd = None
-
     app = App(settings, engine)
-    await app.start(sockets=activated_sockets(systemd))
+    await app.start(sockets=activated_sockets())
     addresses = ", ".join(app.addresses())
     print(f"conformer-streamer: listening on {addresses}", flush=True)
     # The watchdog pings only while the engine worker is alive AND this event loop is responsive.
@@ -75,13 +70,11 @@ async def serve_forever(settings: config.Settings, engine, *, ready=None) -> int
             await asyncio.sleep(1.0)
 
     heartbeat_task = asyncio.create_task(heartbeat())
-    watchdog = None
-    if systemd:
-        systemd.notify(f"READY=1\nSTATUS=listening on {addresses}")
-        watchdog = systemd.Watchdog(
-            is_healthy=lambda: app.engine_is_alive() and time.monotonic() - beat[0] < LOOP_STALL_S
-        )
-        watchdog.start()
+    systemd.notify(f"READY=1\nSTATUS=listening on {addresses}")
+    watchdog = systemd.Watchdog(
+        is_healthy=lambda: app.engine_is_alive() and time.monotonic() - beat[0] < LOOP_STALL_S
+    )
+    watchdog.start()
     if ready is not None:
         ready(app)
 
@@ -103,23 +96,19 @@ async def serve_forever(settings: config.Settings, engine, *, ready=None) -> int
     try:
         await stop.wait()
         log.info("%s: stopping", received[0] if received else "stop")
-        if systemd:
-            systemd.notify("STOPPING=1\nSTATUS=finishing open streams")
+        systemd.notify("STOPPING=1\nSTATUS=finishing open streams")
         await app.stop()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         heartbeat_task.cancel()
-        if watchdog is not None:
-            watchdog.stop()
+        watchdog.stop()
     return 0
 
 
-def activated_sockets(systemd) -> list:
+def activated_sockets() -> list:
     """Socket-activated listeners, main port first; one named ``vosk`` (``FileDescriptorName=vosk``) or,
     without names, a second one serves the vosk protocol."""
-    if systemd is None:
-        return []
     names = [name for _, name in systemd.listen_fds(unset_environment=False)]
     sockets = systemd.listen_sockets()
     if len(names) != len(sockets) or "vosk" not in names:

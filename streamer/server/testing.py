@@ -25,13 +25,15 @@ from streamer.config import Settings
 TINY_VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "A": 5, "B": 6, "C": 7, "D": 8, "E": 9}
 
 
-# A 2-layer, 32-wide Wav2Vec2-Conformer: fast enough for protocol and plumbing tests (vocab size aside).
-TINY_CONFIG: dict = {
+# A 2-layer, 32-wide Wav2Vec2-Conformer with the real feature encoder's geometry (20 ms frames at 16 kHz):
+# the one tiny runnable model of the tests (engine, server, trainer); vocab size aside. Model-only tests use
+# `tests/conftest.py`'s `tiny_model_kwargs` instead, which also sizes every head and has 20-sample frames.
+TINY_CONFIG: dict[str, Any] = {
     "hidden_size": 32,
     "num_hidden_layers": 2,
     "num_attention_heads": 2,
     "intermediate_size": 64,
-    "conv_dim": (16,) * 7,
+    "conv_dim": [16] * 7,
     "num_conv_pos_embeddings": 16,
     "num_conv_pos_embedding_groups": 2,
     "conv_depthwise_kernel_size": 7,
