@@ -57,6 +57,23 @@ def test_strip_format_inverts_render():
         assert strip_format(token) == w
 
 
+def test_training_finals_hold_sentence_boundaries():
+    """One-sentence paragraphs (verses, glosses) are joined in runs, so that a training final can end a
+    sentence in its middle, as the held-out text and running speech do; the words stay in order."""
+    from model.training.punct_data import TRAIN_SENTENCES, consecutive, utterances
+
+    paragraphs = [
+        [f"Sentence {word} is here."] for word in ("one", "two", "three", "four", "five", "six") * 5
+    ]
+    finals = list(
+        utterances(consecutive(paragraphs, 4), seed=1, fragment_rate=0.0, sentences_per_final=TRAIN_SENTENCES)
+    )
+    period = MARKS.index(".")
+    assert sum(m == period for f in finals for m in f.marks[:-1]) >= 10
+    assert all(f.marks[-1] == period and f.cases[0] == 1 for f in finals)
+    assert [w for f in finals for w in f.words] == [w for p in paragraphs for w in p[0][:-1].lower().split()]
+
+
 @pytest.mark.parametrize("arch,layers", [("cnn", 3), ("gru", 1), ("gru", 2)])
 def test_numpy_serving_matches_torch(arch, layers):
     """The daemon runs the numpy forward; it must compute what the trained torch module computes."""
