@@ -57,6 +57,23 @@ def test_strip_format_inverts_render():
         assert strip_format(token) == w
 
 
+def test_training_finals_hold_sentence_boundaries():
+    """One-sentence paragraphs (verses, glosses) are joined in runs, so that a training final can end a
+    sentence in its middle, as the held-out text and running speech do; the words stay in order."""
+    from model.training.punct_data import TRAIN_SENTENCES, consecutive, utterances
+
+    paragraphs = [
+        [f"Sentence {word} is here."] for word in ("one", "two", "three", "four", "five", "six") * 5
+    ]
+    finals = list(
+        utterances(consecutive(paragraphs, 4), seed=1, fragment_rate=0.0, sentences_per_final=TRAIN_SENTENCES)
+    )
+    period = MARKS.index(".")
+    assert sum(m == period for f in finals for m in f.marks[:-1]) >= 10
+    assert all(f.marks[-1] == period and f.cases[0] == 1 for f in finals)
+    assert [w for f in finals for w in f.words] == [w for p in paragraphs for w in p[0][:-1].lower().split()]
+
+
 @pytest.mark.parametrize("arch,layers", [("cnn", 3), ("gru", 1), ("gru", 2)])
 def test_numpy_serving_matches_torch(arch, layers):
     """The daemon runs the numpy forward; it must compute what the trained torch module computes."""
@@ -82,15 +99,14 @@ def test_numpy_serving_matches_torch(arch, layers):
 
 # --------------------------------------------------------------------------------- the model
 
-# The shipped model was trained for ~20 CPU-minutes on a shared 2-core machine and is below the issue's
-# accuracy goals (model/pretrained/punct-en/README.md has the figures): these behaviour checks stay,
-# and report XPASS once a better-trained model is dropped in.
+# The shipped model is below the issue's accuracy goals (model/pretrained/punct-en/README.md has the
+# figures): the behaviour checks it does not pass yet stay as non-strict xfails and report XPASS once a
+# better-trained model is dropped in.
 below_goals = pytest.mark.xfail(
     reason="punct-en is below the accuracy goals (see its model card)", strict=False
 )
 
 
-@below_goals
 def test_questions(punctuator):
     assert fmt(punctuator, "where did you park the car").endswith("car?")
     assert fmt(punctuator, "can you hear me at the back").endswith("back?")
@@ -98,10 +114,13 @@ def test_questions(punctuator):
     assert out.endswith("me?") and out.startswith("We")
 
 
-@below_goals
-def test_statements_end_with_a_period_and_sentences_split(punctuator):
+def test_statements_end_with_a_period(punctuator):
     out = fmt(punctuator, "thank you very much for coming today")
     assert out == "Thank you very much for coming today."
+
+
+@below_goals
+def test_sentences_split_inside_a_final(punctuator):
     out = fmt(punctuator, "the meeting is over see you all next week")
     assert out == "The meeting is over. See you all next week."
 

@@ -6,18 +6,21 @@ cased and punctuated text of a public-domain source:
 
   training  — austen, kjv, fortunes, wordnet (``model.training.text``'s sources, original text);
   held out  — Moby-Dick (r-cran-tokenizers' ``mobydick``, Project Gutenberg, public domain): a source
-              and an author the model never sees, used only by ``bench/bench_punctuation.py``.
+              and an author the model never sees, used only by ``bench/bench_punctuation.py``;
+              the Harvard sentences (r-cran-stringr), evaluation-only throughout the project.
 
 Marks are mapped onto the four the model writes: ``; : -- —`` become a comma (the reader's pause),
 ``...`` a period. An utterance is 1-3 consecutive sentences of one paragraph; about one in ten is a
-fragment (a sentence cut where a pause could have split it), as the endpointer produces.
+fragment (a sentence cut where a pause could have split it), as the endpointer produces. Training
+finals hold 1-4 sentences, and sources whose paragraphs are single sentences (verses, glosses, fortune
+lines) are joined in runs first, so that sentence boundaries inside a final are common.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,14 +135,26 @@ def _cut(ex: Example, a: int, b: int) -> Example:
     return Example(ex.words[a:b], ex.cases[a:b], ex.marks[a:b])
 
 
-def utterances(paragraphs: Iterable[list[str]], seed: int, fragment_rate: float = 0.1) -> Iterator[Example]:
-    """Group the sentences of each paragraph into finals of 1-3 sentences (or fragments)."""
+HELDOUT_SENTENCES = (1, 1, 1, 2, 2, 3)
+# training finals hold more sentence boundaries than the held-out ones: a boundary inside a final is
+# the hard case (the last word of a final is nearly always one), and it is rare in 1-sentence finals
+TRAIN_SENTENCES = (1, 2, 2, 3, 3, 4)
+
+
+def utterances(
+    paragraphs: Iterable[list[str]],
+    seed: int,
+    fragment_rate: float = 0.1,
+    sentences_per_final: Sequence[int] = HELDOUT_SENTENCES,
+) -> Iterator[Example]:
+    """Group the sentences of each paragraph into finals of ``sentences_per_final`` sentences (one
+    drawn per final) or fragments."""
     rng = random.Random(seed)
     for sentences in paragraphs:
         labelled = [e for e in (label_sentence(s) for s in sentences) if e is not None]
         i = 0
         while i < len(labelled):
-            n = rng.choice((1, 1, 1, 2, 2, 3))
+            n = rng.choice(sentences_per_final)
             ex = _join(labelled[i : i + n])
             i += n
             if rng.random() < fragment_rate and len(ex.words) >= 6:
@@ -180,10 +195,27 @@ def austen_paragraphs() -> Iterator[list[str]]:
                 yield _paragraph_sentences(para)
 
 
+def consecutive(paragraphs: Iterable[list[str]], size: int) -> Iterator[list[str]]:
+    """Runs of ``size`` consecutive one-sentence paragraphs (verses, glosses, fortune lines) joined, so
+    that finals made of them can hold a sentence boundary, as finals of running speech do."""
+    block: list[str] = []
+    for k, sentences in enumerate(paragraphs, 1):
+        block += sentences
+        if k % size == 0:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
 def kjv_paragraphs() -> Iterator[list[str]]:
-    for verse in text_sources.kjv_verses():
-        # small capitals of the divine name are typography, not spoken emphasis
-        yield _paragraph_sentences(re.sub(r"\bLORD\b", "Lord", verse).replace("GOD", "God"))
+    """Every other run of 8 verses: the whole Bible would be 40% of the training words, and its archaic
+    prose (verses joined by ``and``, colons everywhere) is the furthest of the sources from speech."""
+    # small capitals of the divine name are typography, not spoken emphasis
+    verses = ([re.sub(r"\bLORD\b", "Lord", v).replace("GOD", "God")] for v in text_sources.kjv_verses())
+    for i, run in enumerate(consecutive(verses, 8)):
+        if i % 2 == 0:
+            yield [s for verse in run for s in _paragraph_sentences(verse)]
 
 
 def fortune_paragraphs() -> Iterator[list[str]]:
@@ -229,10 +261,21 @@ def mobydick_paragraphs() -> Iterator[list[str]]:
 TRAIN_SOURCES = {
     "austen": austen_paragraphs,
     "kjv": kjv_paragraphs,
-    "fortunes": fortune_paragraphs,
-    "wordnet": wordnet_paragraphs,
+    "fortunes": lambda: consecutive(fortune_paragraphs(), 4),
+    "wordnet": lambda: consecutive(wordnet_paragraphs(), 4),
 }
-HELDOUT_SOURCES = {"mobydick": mobydick_paragraphs}
+
+
+def harvard_paragraphs() -> Iterator[list[str]]:
+    """The 720 Harvard sentences (r-cran-stringr's ``sentences``) in their 72 lists of ten: plain
+    modern statements, an evaluation-only source of the whole project (``text.EvalFilter`` keeps them
+    out of every training set)."""
+    sentences = text_sources.harvard_sentences()
+    for i in range(0, len(sentences), 10):
+        yield sentences[i : i + 10]
+
+
+HELDOUT_SOURCES = {"mobydick": mobydick_paragraphs, "harvard": harvard_paragraphs}
 
 
 def training_examples(seed: int = 1) -> list[Example]:
@@ -241,14 +284,14 @@ def training_examples(seed: int = 1) -> list[Example]:
     evaluation = text_sources.EvalFilter(text_sources.evaluation_sentences())
     out: list[Example] = []
     for k, source in enumerate(TRAIN_SOURCES.values()):
-        for ex in utterances(source(), seed=seed + k):
+        for ex in utterances(source(), seed=seed + k, sentences_per_final=TRAIN_SENTENCES):
             if not evaluation.overlaps(" ".join(ex.words).upper()):
                 out.append(ex)
     random.Random(seed).shuffle(out)
     return out
 
 
-def heldout_examples(seed: int = 7, limit: int | None = None) -> list[Example]:
-    out = list(utterances(mobydick_paragraphs(), seed=seed))
+def heldout_examples(seed: int = 7, limit: int | None = None, source: str = "mobydick") -> list[Example]:
+    out = list(utterances(HELDOUT_SOURCES[source](), seed=seed))
     random.Random(seed).shuffle(out)
     return out[:limit] if limit else out

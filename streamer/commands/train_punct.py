@@ -8,7 +8,9 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", choices=["small", "large", "cnn-small", "cnn-large"], default="small")
+    parser.add_argument(
+        "--size", choices=["small", "large", "cnn-small", "cnn-large", "cnn-wide"], default="small"
+    )
     parser.add_argument("--out", type=Path, required=True, help="directory to write the model to")
     parser.add_argument(
         "--calibrate-only",
@@ -23,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pickle of the labelled training utterances (built if missing)",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch-words", type=int, default=6144, help="words per training batch")
     parser.add_argument("--init", type=Path, default=None, help="continue from this saved model (same size)")
 
 
@@ -33,7 +36,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(calibrate_saved(args.out, args.cache), indent=2))
         return 0
     result = train(
-        args.size, args.out, minutes=args.minutes, cache=args.cache, seed=args.seed, init=args.init
+        args.size,
+        args.out,
+        minutes=args.minutes,
+        cache=args.cache,
+        seed=args.seed,
+        batch_words=args.batch_words,
+        init=args.init,
     )
     print(json.dumps(result, indent=2))
     return 0
