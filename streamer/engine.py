@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from model.feature_extraction import normalize_waveform
 from streamer.backend import backend_for
 from streamer.config import ModelSettings, Settings, StreamingSettings
 from streamer.ctc_merge import CtcMerger, Vocabulary
@@ -68,7 +69,7 @@ from streamer.scheduler import BatchScheduler
 from streamer.stats import EngineCounters, EngineStats
 from streamer.stream import RecognitionStream
 from streamer.vad import GateSettings, resolve_vad
-from streamer.windowing import NORMALIZATION_EPSILON, FrameGeometry, WindowLayout
+from streamer.windowing import FrameGeometry, WindowLayout
 
 __all__ = ["AudioFormatError", "EngineStats", "RecognitionEngine", "RecognitionStream", "load_model"]
 
@@ -336,7 +337,7 @@ class RecognitionEngine:
     def log_probs(self, samples: np.ndarray) -> np.ndarray:
         """Offline CTC log-probabilities of a 16 kHz float signal in one forward (normalized as a whole)."""
         x = np.asarray(samples, dtype=np.float32)
-        x = (x - x.mean()) / np.sqrt(x.var() + NORMALIZATION_EPSILON)
+        x = normalize_waveform(x)
         return self.backend(x[None])[0]
 
     def offline_log_probs(self, samples: np.ndarray) -> np.ndarray:
