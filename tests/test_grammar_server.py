@@ -2,9 +2,8 @@
 ``grammar``/``configure`` and the vosk port's ``phrase_list``, ``words``, ``max_alternatives`` and lower case.
 
 The recordings are the eight ALSA channel announcements (``tests/data/alsa``, copied from the evaluation
-set with their licence). What a grammar can reach is bounded by the acoustic model: exact CTC scoring of
-the eight phrases over each whole recording (``bench/bench_grammar.py``) picks 7 of 8 with the embedded
-en-small (FRONT RIGHT reads as FRONT LEFT), so the bar here is 7 of 8 through each port.
+set with their licence). Issue 18 asks for 8 of 8 through each port; what a grammar can reach is bounded
+by the acoustic model (exact CTC scoring of the eight phrases, ``bench/bench_grammar.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ pytestmark = pytest.mark.timeout(1800)  # 16 streams of the embedded model; a bu
 
 ALSA = Path(__file__).parent / "data" / "alsa"
 PHRASES = [p.stem.removeprefix("alsa_").replace("_", " ").upper() for p in sorted(ALSA.glob("alsa_*.wav"))]
-MIN_CORRECT = 7  # of 8: the embedded model's bound by exact scoring (see the module docstring)
+MIN_CORRECT = 8  # of 8 (issue 18)
 
 
 def pcm(name: str) -> bytes:
