@@ -105,6 +105,4 @@ class FinalDecoder:
 
     def _beam_decode(self, utterance: Utterance, hotwords: tuple = ()) -> tuple[str, tuple[Word, ...]]:
         beam = self.beam if self.beam is not None else self.hotword_beam()
-        if hotwords:
-            return beam.decode_utterance(utterance, self.frame_seconds, hotwords=hotwords)
-        return beam.decode_utterance(utterance, self.frame_seconds)
+        return beam.decode_utterance(utterance, self.frame_seconds, hotwords=hotwords)
