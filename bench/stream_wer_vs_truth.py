@@ -7,7 +7,8 @@ tests/test_stream_accuracy.py (streamed within 1 point of offline), on more clip
 A clip is ``VOICES:SEED``: one flite voice, or ``mix`` for kal16/awb/slt/rms in turn (62 s; one voice: 60 s,
 ``rms``: 80 s, as in the tests). Each clip is transcribed offline (`RecognitionEngine.transcribe`) and streamed
 in 0.1 s packets at every chunk size with the default window layout otherwise; prints both WERs, the
-difference in points and the seconds each took.
+difference in points and the seconds each took, then each voice's clips pooled (one WER over all their
+words, as the tests pool them).
 """
 
 from __future__ import annotations
@@ -46,20 +47,35 @@ def main(argv: list[str] | None = None) -> int:
     settings.model.path = args.model
     engine = RecognitionEngine(settings)
     default = dataclasses.replace(engine.settings.streaming)
+    chunks = [float(c) for c in args.chunks.split(",")]
+    pooled: dict[str, dict[str, list[str]]] = {}  # voice -> "truth" / "offline" / chunk -> texts
     for clip in args.clips.split(","):
         voice, seed = clip.split(":")
         voices = None if voice == "mix" else [voice]
         started = time.monotonic()
         audio, truth = synthesize_speech(SECONDS.get(voice, 60.0), seed=int(seed), voices=voices)
-        offline = jiwer.wer(truth, engine.transcribe(audio).text)
+        offline_text = engine.transcribe(audio).text
+        offline = jiwer.wer(truth, offline_text)
+        texts = pooled.setdefault(voice, {})
+        texts.setdefault("truth", []).append(truth)
+        texts.setdefault("offline", []).append(offline_text)
         line = f"{clip:>9} {len(truth.split()):4d} words  offline {offline:6.2%}"
-        for chunk_s in (float(c) for c in args.chunks.split(",")):
+        for chunk_s in chunks:
             engine.set_streaming(dataclasses.replace(default, chunk_s=chunk_s))
             finals = engine.transcribe_stream(audio, 1600)
-            streamed = jiwer.wer(truth, " ".join(f.text for f in finals if f.text))
+            streamed_text = " ".join(f.text for f in finals if f.text)
+            texts.setdefault(str(chunk_s), []).append(streamed_text)
+            streamed = jiwer.wer(truth, streamed_text)
             line += f"  chunk {chunk_s:g} s: {streamed:6.2%} ({100 * (streamed - offline):+.2f})"
         engine.set_streaming(default)
         print(f"{line}  [{time.monotonic() - started:.0f} s]", flush=True)
+    for voice, texts in pooled.items():
+        offline = jiwer.wer(texts["truth"], texts["offline"])
+        line = f"{voice:>5} pooled ({len(texts['truth'])} clips) offline {offline:6.2%}"
+        for chunk_s in chunks:
+            streamed = jiwer.wer(texts["truth"], texts[str(chunk_s)])
+            line += f"  chunk {chunk_s:g} s: {streamed:6.2%} ({100 * (streamed - offline):+.2f})"
+        print(line)
     return 0
 
 

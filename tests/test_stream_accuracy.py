@@ -2,9 +2,10 @@
 
 Acceptance (the criterion users care about): on the same audio, the streamed finals' WER against the true
 text is within 1 point of the offline transcript's WER against the true text, with the default window
-layout: on one-voice clips, on a 4-voice concatenation, and on 80 s of a held-out voice through the vosk port
-in lockstep. Guards that hold for any sane streaming: no word duplicated or dropped at seams (chunks
-0.25-2 s), word times within 60 ms of the offline CTC alignment. Skipped when the embedded model
+layout: on one-voice clips and on 4-voice concatenations (four clips each, pooled, because a single
+~180-word clip scatters by several points), and on 80 s of a held-out voice through the vosk port in
+lockstep. Guards that hold for any sane streaming: no word duplicated or dropped at seams (chunks 0.25-2 s),
+word times within 60 ms of the offline CTC alignment. Skipped when the embedded model
 (model/pretrained/en-small) or a synthesizer is missing. Figures: docs/RESULTS.md, "Streamed vs offline WER".
 """
 
@@ -247,23 +248,22 @@ def test_one_voice_streams_have_no_seam_errors(one_voice_runs, voice: str) -> No
         assert sum(e <= 0.06 + 1e-6 for e in errors) >= 0.95 * len(errors), (chunk_s, sorted(errors)[-10:])
 
 
-# slt's streamed finals lose to one whole-file beam search, and the gap is in the streamed frames, not in
-# searching per utterance: the offline frames cut at the same utterances decode within a point of the whole
-# file (bench/stream_gap_sources.py; figures: docs/RESULTS.md, "Streamed vs offline WER").
-SLT_BEAM_GAP = pytest.mark.xfail(
-    reason="slt's streamed frames decode more than 1 point above the offline ones",
-    strict=True,
-    raises=AssertionError,
-)
+ONE_VOICE_MORE_SEEDS = (1, 2, 3)
 
 
-@pytest.mark.parametrize(
-    "voice", [pytest.param(v, marks=SLT_BEAM_GAP) if v == "slt" else v for v in ONE_VOICES]
-)
-def test_one_voice_streamed_wer_within_a_point_of_offline(one_voice_runs, voice: str) -> None:
+@pytest.mark.parametrize("voice", ONE_VOICES)
+def test_one_voice_streamed_wer_within_a_point_of_offline(engine, one_voice_runs, voice: str) -> None:
+    """Four 60 s clips per voice (seeds 0-3), pooled, as for the 4-voice clips: one clip has ~180 words, and
+    single clips scatter by -4 to +3.4 points around a pooled difference of -1.6 to +0.1 (slt seed 0 alone is
+    +3.4; docs/RESULTS.md, "Streamed vs offline WER")."""
     offline, finals_by_chunk, truth = one_voice_runs[voice]
-    streamed = streamed_text(finals_by_chunk[DEFAULT_CHUNK_S])
-    assert_streamed_wer_near_offline(streamed, offline.text, truth, voice)
+    truths, offlines, streams = [truth], [offline.text], [streamed_text(finals_by_chunk[DEFAULT_CHUNK_S])]
+    for seed in ONE_VOICE_MORE_SEEDS:
+        audio, truth = _bench().synthesize_speech(60.0, seed=seed, voices=[voice])
+        truths.append(truth)
+        offlines.append(engine.transcribe(audio).text)
+        streams.append(streamed_text(engine.transcribe_stream(audio, 1600)))
+    assert_streamed_wer_near_offline(streams, offlines, truths, f"{voice}, 4 clips")
 
 
 def test_threaded_engine_matches_the_synchronous_stream(speech_and_text, stream_finals) -> None:
