@@ -115,6 +115,13 @@ class StreamingSettings:
     left_context_s: float = option(1.0, "audio before each chunk the model sees again", **NON_NEGATIVE)
     chunk_s: float = option(0.5, "new audio per window: smaller = faster partials, more CPU", **POSITIVE)
     lookahead_s: float = option(0.5, "audio after each chunk the model sees (adds latency)", **NON_NEGATIVE)
+    max_chunks_per_window: int = option(
+        4,
+        "catch-up: when the worker falls a chunk behind, one window may own up to this many waiting "
+        "chunks (cost left + k*chunk + lookahead instead of k windows); 1 = one window per chunk",
+        min=1,
+        max=16,
+    )
     normalization: str = option(
         "running",
         "input normalization: per-stream running statistics, or per window",

@@ -27,6 +27,11 @@ cache valid (the feature encoder then runs once per sample). The chunk (0.5 s) b
 compute and accuracy of each layout are in ``docs/RESULTS.md`` ("Streaming window layout and
 normalization").
 
+Catch-up: when the worker falls a chunk behind, a stream's next window may own up to
+``streaming.max_chunks_per_window`` waiting chunks (one forward instead of several; ``windowing``), so an
+overloaded engine spends less model time per second of audio and partials come a little later instead
+of audio being dropped. The synchronous path never merges, so its output stays independent of chunking.
+
 Overload: audio waiting for the model is bounded by ``limits.max_queued_s`` (and the ring buffer by
 ``streaming.buffer_s``). Past that, ``overload_policy="drop_oldest"`` closes the open utterance, drops the
 queued audio, emits ``StreamError(code="overload", fatal=False)`` and carries on with the newest audio;

@@ -67,10 +67,19 @@ Notice = OverloadDrop | OverloadClose
 
 
 class WindowQueue:
-    """The stream's windows: made from the ring buffer as their audio arrives, held for the scheduler."""
+    """The stream's windows: made from the ring buffer as their audio arrives, held for the scheduler.
 
-    def __init__(self, chunker: Chunker) -> None:
+    Catch-up: when the worker comes for windows at least one chunk late (the next window's audio has
+    been waiting that long), that window may own up to ``max_chunks`` chunks (``Chunker.next_window``).
+    Lateness, not the amount of audio waiting, is the trigger: a client sending large packets to a
+    worker that keeps up still gets one window per chunk.
+    """
+
+    def __init__(self, chunker: Chunker, max_chunks: int = 1) -> None:
         self.chunker = chunker
+        self.max_chunks = max(1, int(max_chunks))
+        layout = chunker.layout
+        self.late_s = layout.chunk / MODEL_SAMPLE_RATE  # how late the worker is when catch-up engages
         self.pending: list[Window] = []
 
     @property
@@ -78,11 +87,23 @@ class WindowQueue:
         """Nothing to hand to the model: no window is waiting and none can be made now."""
         return not self.pending and self.chunker.idle
 
-    def fill(self, arrival_of: Callable[[int], float]) -> None:
-        """Make every window whose audio is here; ``arrival_of(sample)`` stamps its newest sample."""
-        while (w := self.chunker.next_window()) is not None:
+    def fill(self, arrival_of: Callable[[int], float], catch_up: bool = False) -> None:
+        """Make every window whose audio is here; ``arrival_of(sample)`` stamps its newest sample.
+        ``catch_up``: windows may own several chunks while the worker is late (the live engine)."""
+        while True:
+            chunks = self.max_chunks if catch_up and self._late(arrival_of) else 1
+            w = self.chunker.next_window(chunks)
+            if w is None:
+                return
             w.arrival = arrival_of(w.end)
             self.pending.append(w)
+
+    def _late(self, arrival_of: Callable[[int], float]) -> bool:
+        """Has the audio that completes the next plain window been waiting for ``late_s`` or more?"""
+        if self.max_chunks == 1:
+            return False
+        ready_at = arrival_of(self.chunker.next_plain_end)  # now when it has not arrived yet
+        return time.monotonic() - ready_at >= self.late_s
 
     def take(self, aligned: int | None) -> list[Window]:
         """The windows for the next model round. ``aligned``: only whole blocks of that many window
@@ -234,7 +255,7 @@ class RecognitionStream:
             cache_features=engine.cache_features,
             speech_gate=speech_gate,
         )
-        self.windows = WindowQueue(chunker)
+        self.windows = WindowQueue(chunker, s.streaming.max_chunks_per_window)
         self.intake = AudioIntake(
             PcmDecoder(sample_rate, encoding),
             buffer,
@@ -403,7 +424,7 @@ class RecognitionStream:
                     self.windows.drop_before(notice.generation)
             out: list[Window] = []
             if not self._closed:
-                self.windows.fill(self.intake.arrival_of)
+                self.windows.fill(self.intake.arrival_of, catch_up=aligned is None)
                 out = self.windows.take(aligned)
             self._in_flight += len(out) + 1  # + the notices' events, out below
         self._emit_all(events)
