@@ -380,3 +380,52 @@ def test_bad_punct_model_fails_at_startup(engine, model_dir, tmp_path):
     settings.format.punct_model = str(tmp_path / "missing")
     with pytest.raises(FileNotFoundError):
         App(settings, engine)
+
+
+# ------------------------------------------------------------------ the generated dialogue source
+
+
+def _spoken(text: str) -> str:
+    from model.training.text import normalize
+
+    return normalize(text).lower()
+
+
+def test_dialogue_source_holds_no_heldout_sentence():
+    """The generated talk (as training reads it) shares no sentence, and no 5-word run, with the written
+    held-out set or the eval/real transcripts."""
+    from model.training import punct_data
+    from model.training.text import EVAL_TSV, real_eval_transcripts
+
+    heldout = [
+        ln for ln in punct_data.WRITTEN_HELDOUT.read_text().splitlines() if ln.strip() and ln[0] != "#"
+    ]
+    if not EVAL_TSV.exists():
+        pytest.skip("eval/real transcripts are not on this machine")
+    heldout = [_spoken(s) for s in heldout + real_eval_transcripts()]
+    assert len(heldout) > 100
+    exact = set(heldout)
+    grams = {tuple(w[i : i + 5]) for s in heldout if len(w := s.split()) >= 5 for i in range(len(w) - 4)}
+    generated = [_spoken(s) for p in punct_data.dialogue_paragraphs() for s in p]
+    assert len(generated) > 10_000
+    for s in generated:
+        w = s.split()
+        assert s not in exact, s
+        assert not any(tuple(w[i : i + 5]) in grams for i in range(len(w) - 4)), s
+
+
+def test_dialogue_source_is_deterministic_and_covers_talk():
+    """Same seed, same text; it holds questions, list commas, vocatives and comma-free thanks."""
+    from model.training.punct_dialogue import dialogue_paragraphs
+
+    first = [s for p in dialogue_paragraphs(300, seed=3) for s in p]
+    assert first == [s for p in dialogue_paragraphs(300, seed=3) for s in p]
+    assert first != [s for p in dialogue_paragraphs(300, seed=4) for s in p]
+    text = " ".join(first)
+    assert text.count("?") > len(first) // 5
+    assert any(s.startswith(("We need", "Do we need")) and s.count(",") >= 1 for s in first)
+    assert any(
+        s.split()[0].rstrip(",") in ("David", "Maria", "Anna") and s.split()[0][-1] == "," for s in first
+    )
+    assert "Thank you very much." in first and "Hello there." in first
+    assert "Thank you, very much" not in text and "Hello, there" not in text

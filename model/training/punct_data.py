@@ -4,7 +4,8 @@ Every example is what the daemon would hand the model (lower-case words, no mark
 out, apostrophes kept) plus, per word, its case class and the mark after it, read off the original
 cased and punctuated text of a public-domain source:
 
-  training  — austen, kjv, fortunes, wordnet (``model.training.text``'s sources, original text);
+  training  — austen, kjv, fortunes, wordnet (``model.training.text``'s sources, original text), and
+              everyday talk generated from templates written here (``punct_dialogue``);
   held out  — Moby-Dick (r-cran-tokenizers' ``mobydick``, Project Gutenberg, public domain): a source
               and an author the model never sees, used only by ``bench/bench_punctuation.py``;
               the Harvard sentences (r-cran-stringr), evaluation-only throughout the project.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,17 +279,50 @@ def harvard_paragraphs() -> Iterator[list[str]]:
 HELDOUT_SOURCES = {"mobydick": mobydick_paragraphs, "harvard": harvard_paragraphs}
 
 
+WRITTEN_HELDOUT = Path(__file__).resolve().parents[2] / "bench" / "data" / "punct_heldout.txt"
+DIALOGUE_PARAGRAPHS = 2800  # ~120k words, ~8% of the book sources' 1.5M (questions are then repeated)
+DEV_SIZE = 3000  # the first utterances of ``training_examples``: the development set
+
+
+def heldout_filter() -> text_sources.EvalFilter:
+    """Every sentence the punctuation model is scored on or the recognizer is evaluated on."""
+    sentences = text_sources.evaluation_sentences()
+    if WRITTEN_HELDOUT.exists():
+        lines = WRITTEN_HELDOUT.read_text().splitlines()
+        sentences += [ln for ln in lines if ln.strip() and not ln.startswith("#")]
+    return text_sources.EvalFilter(sentences)
+
+
+def dialogue_paragraphs() -> Iterator[list[str]]:
+    """Generated everyday talk (``punct_dialogue``), without any sentence of the held-out sets."""
+    from model.training.punct_dialogue import dialogue_paragraphs as generate
+
+    heldout = heldout_filter()
+    return generate(DIALOGUE_PARAGRAPHS, keep=lambda s: not heldout.overlaps(s))
+
+
 def training_examples(seed: int = 1) -> list[Example]:
     """All training utterances, with every evaluation sentence of the recognizer removed
-    (``text.EvalFilter``: eval/real, Harvard sentences, JFK)."""
+    (``text.EvalFilter``: eval/real, Harvard sentences, JFK).
+
+    The book utterances are shuffled as they were before the dialogue source existed, and the
+    development set (the first ``DEV_SIZE``) is drawn from the old one plus the dialogue's share, so
+    that a model continued with ``--init`` is never selected or calibrated on text it trained on.
+    """
     evaluation = text_sources.EvalFilter(text_sources.evaluation_sentences())
-    out: list[Example] = []
-    for k, source in enumerate(TRAIN_SOURCES.values()):
-        for ex in utterances(source(), seed=seed + k, sentences_per_final=TRAIN_SENTENCES):
-            if not evaluation.overlaps(" ".join(ex.words).upper()):
-                out.append(ex)
-    random.Random(seed).shuffle(out)
-    return out
+
+    def labelled(source: Callable[[], Iterable[list[str]]], k: int) -> list[Example]:
+        finals = utterances(source(), seed=seed + k, sentences_per_final=TRAIN_SENTENCES)
+        return [ex for ex in finals if not evaluation.overlaps(" ".join(ex.words).upper())]
+
+    books = [ex for k, source in enumerate(TRAIN_SOURCES.values()) for ex in labelled(source, k)]
+    random.Random(seed).shuffle(books)
+    talk = labelled(dialogue_paragraphs, len(TRAIN_SOURCES))
+    random.Random(seed).shuffle(talk)
+    n = DEV_SIZE * len(talk) // (len(books) + len(talk))
+    rest = books[DEV_SIZE - n :] + talk[n:]
+    random.Random(seed).shuffle(rest)
+    return books[: DEV_SIZE - n] + talk[:n] + rest
 
 
 def heldout_examples(seed: int = 7, limit: int | None = None, source: str = "mobydick") -> list[Example]:

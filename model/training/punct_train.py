@@ -174,14 +174,17 @@ def train(
     rng = random.Random(seed)
     config = SIZES[size]
     examples = load_examples(cache)
-    dev, train_set = examples[:3000], examples[3000:]
-    vocab = build_vocab(train_set, config.vocab_size)
+    dev, train_set = examples[: punct_data.DEV_SIZE], examples[punct_data.DEV_SIZE :]
+    if init is not None:  # the embedding rows belong to the saved model's words
+        vocab = (init / "vocab.txt").read_text().split("\n")[: config.vocab_size]
+    else:
+        vocab = build_vocab(train_set, config.vocab_size)
     lexicon = build_lexicon(train_set)
     featurizer = Featurizer(vocab, lexicon, config)
     train_set = repeat_questions(train_set, QUESTION_REPEATS)
     data, dev_data = Encoded(train_set, featurizer), Encoded(dev, featurizer)
     model = PunctModel(config)
-    if init is not None:  # continue from a saved model (same size, same training text)
+    if init is not None:  # continue from a saved model (same size and vocabulary)
         from safetensors.torch import load_file
 
         model.load_state_dict({k: v.float() for k, v in load_file(str(init / "model.safetensors")).items()})
@@ -293,7 +296,7 @@ def calibrate_saved(model_dir: Path, cache: Path | None) -> dict:
     model = PunctModel(config)
     model.load_state_dict({k: v.float() for k, v in load_file(str(model_dir / "model.safetensors")).items()})
     examples = load_examples(cache)
-    dev = examples[:3000]
+    dev = examples[: punct_data.DEV_SIZE]
     vocab = (model_dir / "vocab.txt").read_text().split("\n")[: config.vocab_size]
     featurizer = Featurizer(vocab, Lexicon.load(model_dir / "lexicon.tsv.gz"), config)
     dev_data = Encoded(dev, featurizer)
