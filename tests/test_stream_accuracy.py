@@ -309,41 +309,65 @@ async def vosk_lockstep_text(port: int, pcm: bytes, frame_s: float = 0.2) -> str
         for i in range(0, len(pcm), step):
             await ws.send(pcm[i : i + step])
             texts.append(json.loads(await ws.recv()).get("text", ""))
-        await ws.send(json.dumps({"eof": 1}))
+        await ws.send('{"eof" : 1}')  # byte-exact, as vosk-server (and this daemon) compare it
         texts.append(json.loads(await ws.recv()).get("text", ""))
     return " ".join(t for t in texts if t)
 
 
 # The vosk port writes lower case (as vosk's English models do), the offline text and the truth are upper
-# case: WER is compared case-folded. Stage 13, 80 s of rms through the vosk port against offline, seeds 1-4:
-# -4.2 / +2.8 / +0.9 / -5.2 points (docs/RESULTS.md, "Streamed vs offline WER"); this test runs seed 1.
+# case: WER is compared case-folded. One 80 s clip (~215 words) scatters by several points, so seeds 1-4 are
+# pooled, as the other streamed-vs-offline tests pool theirs. Stage 15 streams the held-out voice 2.1 points
+# worse than offline pooled (+0.93 / +4.65 / +0.47 / +2.37), the same as the in-process stream: a real
+# streaming gap on an unseen voice, not a port difference (docs/RESULTS.md, "Streamed vs offline WER").
+HELD_OUT_SEEDS = (1, 2, 3, 4)
+
+
+@pytest.mark.xfail(
+    reason="stage 15 streams the held-out rms voice ~2 points worse than offline, pooled over 4 clips",
+    strict=True,
+    raises=AssertionError,
+)
 def test_held_out_voice_80s_through_the_vosk_port_wer_within_a_point_of_offline(engine) -> None:
     """80 s of sentences in a voice the model never trained on, through a real server's vosk port in
-    lockstep (the daemon's default settings), against `transcribe` on the same 16-bit audio."""
+    lockstep (the daemon's default settings), against `transcribe` on the same 16-bit audio; four clips,
+    pooled."""
     import asyncio
 
     from streamer.server.testing import running_app
 
     if not shutil.which("flite"):
         pytest.skip("flite not installed")
-    audio, truth = _bench().synthesize_speech(80.0, seed=1, voices=[HELD_OUT_VOICE])
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-    same_audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32767
-    offline = engine.transcribe(same_audio).text
+    clips = []
+    for seed in HELD_OUT_SEEDS:
+        audio, truth = _bench().synthesize_speech(80.0, seed=seed, voices=[HELD_OUT_VOICE])
+        pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+        same_audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32767
+        clips.append((pcm, truth, engine.transcribe(same_audio).text))
 
     settings = Settings()
     settings.server.host, settings.server.port, settings.server.vosk_port = "127.0.0.1", 0, 0
     server_engine = RecognitionEngine(settings)
     server_engine.start()
 
-    async def stream() -> str:
+    async def stream() -> list[str]:
         async with running_app(settings, server_engine) as app:
-            return await vosk_lockstep_text(app.vosk_port, pcm)
+            return [await vosk_lockstep_text(app.vosk_port, pcm) for pcm, _, _ in clips]
 
     try:
         streamed = asyncio.run(stream())
     finally:
         server_engine.stop()
-    assert len(streamed.split()) >= 100, streamed
-    assert streamed == streamed.lower(), "the vosk port writes lower case"
-    assert_streamed_wer_near_offline(streamed.upper(), offline, truth, f"80 s of {HELD_OUT_VOICE} via vosk")
+    for text in streamed:
+        assert len(text.split()) >= 100, text
+        assert text == text.lower(), "the vosk port writes lower case"
+    truths, offlines = [truth for _, truth, _ in clips], [offline for _, _, offline in clips]
+    per_clip = [
+        f"{100 * (wer(t.upper(), truth) - wer(o, truth)):+.2f}"
+        for t, truth, o in zip(streamed, truths, offlines, strict=True)
+    ]
+    assert_streamed_wer_near_offline(
+        [t.upper() for t in streamed],
+        offlines,
+        truths,
+        f"80 s of {HELD_OUT_VOICE} via vosk, per clip {per_clip}",
+    )
