@@ -14,6 +14,8 @@ import random
 import re
 from collections.abc import Callable, Iterator
 
+from model.training.text import number_words, year_words
+
 
 def _split(text: str, sep: str | None = None) -> list[str]:
     """Word lists are written as running text: easier to read and extend than a column of literals."""
@@ -55,25 +57,6 @@ TASKS = _split(
     "finish the slides|wash the car|order the pizza|print the forms|change the tyre|answer the phone",
     "|",
 )
-ONES = _split("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen")
-ONES += _split("sixteen seventeen eighteen nineteen")
-TENS = _split("_ _ twenty thirty forty fifty sixty seventy eighty ninety")
-
-
-def number_words(n: int) -> str:
-    """0-9999 as a speaker says it (years as two pairs: "nineteen eighty four")."""
-    if n < 20:
-        return ONES[n]
-    if n < 100:
-        return TENS[n // 10] + ("" if n % 10 == 0 else " " + ONES[n % 10])
-    if n < 1000:
-        rest = n % 100
-        return ONES[n // 100] + " hundred" + ("" if rest == 0 else " and " + number_words(rest))
-    if 1100 <= n < 2000 or 2010 <= n < 2100:  # a year
-        low = n % 100
-        tail = " hundred" if low == 0 else (" oh " + ONES[low] if low < 10 else " " + number_words(low))
-        return number_words(n // 100) + tail
-    return ONES[n // 1000] + " thousand" + ("" if n % 1000 == 0 else " " + number_words(n % 1000))
 
 
 def _series(items: list[str], conj: str, rng: random.Random) -> str:
@@ -106,7 +89,7 @@ SLOTS: dict[str, Callable[[random.Random], str]] = {
     "clock": lambda r: (
         f"{number_words(r.randint(1, 12))} {r.choice(('thirty', 'fifteen', 'forty five', 'twenty'))}"
     ),
-    "year": lambda r: number_words(r.randint(1950, 2025)),
+    "year": lambda r: year_words(r.randint(1950, 2025)),
 }
 
 # One sentence per entry, written as it would be printed; {slot} draws from SLOTS.
