@@ -243,16 +243,26 @@ class Chunker:
         if self.segment_end is None:
             gate = self.speech_gate
             if gate is None:
-                return chunk_start + lay.chunk + lay.lookahead <= self.buffer.end
+                return self.next_plain_end <= self.buffer.end
             if not gate.covers(chunk_start + lay.chunk):
                 return False
-            return chunk_start + lay.chunk + lay.lookahead <= self.buffer.end or self._silent(chunk_start)
+            return self.next_plain_end <= self.buffer.end or self._silent(chunk_start)
         return True
 
     def _silent(self, chunk_start: int) -> bool:
         """The speech gate's verdict on the chunk at ``chunk_start``: no speech within its pad."""
         assert self.speech_gate is not None
         return not self.speech_gate.speech_in(chunk_start, chunk_start + self.layout.chunk)
+
+    def _gated(self, chunk_start: int, ahead: np.ndarray | None) -> bool:
+        """Does the chunk at ``chunk_start`` skip the model? The speech gate's verdict when there is one,
+        else the energy gate's on ``ahead`` (the samples from the chunk start to the window end)."""
+        if self.speech_gate is not None:
+            return self._silent(chunk_start)
+        if self.energy_gate_dbfs is not None:
+            assert ahead is not None
+            return loudness_dbfs(ahead) < self.energy_gate_dbfs
+        return False
 
     def next_window(self, max_chunks: int = 1) -> Window | None:
         """The next window if its audio is all here (or the segment is closed), else None.
@@ -308,13 +318,7 @@ class Chunker:
         if owned > 0:
             raw = self.buffer.read(start, end)
             self._update_stats(end)
-            if self.speech_gate is not None:
-                gated = self._silent(chunk_start)
-            elif self.energy_gate_dbfs is not None:
-                gated = loudness_dbfs(raw[chunk_start - start :]) < self.energy_gate_dbfs
-            else:
-                gated = False
-            if gated:
+            if self._gated(chunk_start, raw[chunk_start - start :]):
                 window.kind = WindowKind.GATED
             elif self.cache_features:
                 self._plan_features(window, raw)
@@ -356,12 +360,11 @@ class Chunker:
             (chunk_end - self.origin) // geo.stride >= geo.num_frames(self.segment_end - self.origin)
         ):
             return False
-        if self.speech_gate is not None:
-            return self.speech_gate.covers(chunk_end) and not self._silent(chunk_start)
-        if self.energy_gate_dbfs is not None:
-            ahead = self.buffer.read(chunk_start, chunk_end + lay.lookahead)
-            return loudness_dbfs(ahead) >= self.energy_gate_dbfs
-        return True
+        if self.speech_gate is not None and not self.speech_gate.covers(chunk_end):
+            return False
+        needs_audio = self.speech_gate is None and self.energy_gate_dbfs is not None
+        ahead = self.buffer.read(chunk_start, chunk_end + lay.lookahead) if needs_audio else None
+        return not self._gated(chunk_start, ahead)
 
     def _plan_features(self, window: Window, raw: np.ndarray) -> None:
         """Encoder frame range of ``window`` and the block of samples whose features are still missing."""
