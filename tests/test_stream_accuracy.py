@@ -194,21 +194,22 @@ DEFAULT_CHUNK_S = Settings().streaming.chunk_s
 FOUR_VOICE_MORE_SEEDS = (4, 5, 6)
 
 
+def truth_offline_streamed(
+    engine: RecognitionEngine, seconds: float, seed: int, voices: list[str] | None = None
+) -> tuple[str, str, str]:
+    """One synthesized clip: its true text, the offline transcript and the streamed finals' text."""
+    audio, truth = _bench().synthesize_speech(seconds, seed=seed, voices=voices)
+    return truth, engine.transcribe(audio).text, streamed_text(engine.transcribe_stream(audio, 1600))
+
+
 def test_4_voice_streamed_wer_within_a_point_of_offline(
     engine, speech_and_text, offline, stream_finals
 ) -> None:
     """Four 62 s concatenations (seeds 3-6), pooled: one clip has ~185 words, so two words are a point and
     single clips scatter by +-1.6 points around the pooled difference (docs/RESULTS.md)."""
-    truths, offlines, streams = (
-        [speech_and_text[1]],
-        [offline.text],
-        [streamed_text(stream_finals(DEFAULT_CHUNK_S))],
-    )
-    for seed in FOUR_VOICE_MORE_SEEDS:
-        audio, truth = _bench().synthesize_speech(62.0, seed=seed)
-        truths.append(truth)
-        offlines.append(engine.transcribe(audio).text)
-        streams.append(streamed_text(engine.transcribe_stream(audio, 1600)))
+    clips = [(speech_and_text[1], offline.text, streamed_text(stream_finals(DEFAULT_CHUNK_S)))]
+    clips += [truth_offline_streamed(engine, 62.0, seed) for seed in FOUR_VOICE_MORE_SEEDS]
+    truths, offlines, streams = (list(texts) for texts in zip(*clips, strict=True))
     assert_streamed_wer_near_offline(streams, offlines, truths, "4 voices, 4 clips")
 
 
@@ -257,12 +258,9 @@ def test_one_voice_streamed_wer_within_a_point_of_offline(engine, one_voice_runs
     single clips scatter by -4 to +3.4 points around a pooled difference of -1.6 to +0.1 (slt seed 0 alone is
     +3.4; docs/RESULTS.md, "Streamed vs offline WER")."""
     offline, finals_by_chunk, truth = one_voice_runs[voice]
-    truths, offlines, streams = [truth], [offline.text], [streamed_text(finals_by_chunk[DEFAULT_CHUNK_S])]
-    for seed in ONE_VOICE_MORE_SEEDS:
-        audio, truth = _bench().synthesize_speech(60.0, seed=seed, voices=[voice])
-        truths.append(truth)
-        offlines.append(engine.transcribe(audio).text)
-        streams.append(streamed_text(engine.transcribe_stream(audio, 1600)))
+    clips = [(truth, offline.text, streamed_text(finals_by_chunk[DEFAULT_CHUNK_S]))]
+    clips += [truth_offline_streamed(engine, 60.0, seed, [voice]) for seed in ONE_VOICE_MORE_SEEDS]
+    truths, offlines, streams = (list(texts) for texts in zip(*clips, strict=True))
     assert_streamed_wer_near_offline(streams, offlines, truths, f"{voice}, 4 clips")
 
 
