@@ -131,7 +131,9 @@ def test_vosk_words_alternatives_and_config_from_the_next_utterance(engine) -> N
             # a config mid-utterance applies from the next utterance
             async with connect(uri) as ws:
                 await ws.send(json.dumps({"config": {"sample_rate": 16000, "phrase_list": lower}}))
-                audio = pcm("front left")
+                # 1.48 s of speech is less than one window (chunk + look-ahead, 1.5 s): a second of silence
+                # after it lets a partial show the utterance open before the client has sent everything
+                audio = pcm("front left") + bytes(2 * 16000)
                 sent, configured = 0, False
                 while sent < len(audio):
                     await ws.send(audio[sent : sent + 3200])
