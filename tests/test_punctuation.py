@@ -372,6 +372,70 @@ def test_daemon_without_readable_sends_raw(engine, model_dir):
     asyncio.run(main())
 
 
+def test_short_finals_format_on_the_loop_long_ones_in_a_thread(punctuator, monkeypatch):
+    """Up to format.inline_max_words a final is formatted on the event loop (no thread hop); longer ones
+    go to a worker thread, so that a monologue's final does not hold every stream's loop."""
+    import threading
+
+    from streamer.server import native
+
+    ran_on: list[int] = []
+
+    def recording(final, p):
+        ran_on.append(threading.get_ident())
+        return format_final(final, p)
+
+    monkeypatch.setattr(native, "format_final", recording)
+
+    def final_of(n: int) -> Final:
+        words = tuple(Word(f"word{i % 7}", i * 0.3, i * 0.3 + 0.2, 0.9) for i in range(n))
+        return Final("s1", " ".join(w.word for w in words), words, 0.0, n * 0.3)
+
+    async def main() -> int:
+        short, at_bound, long = final_of(5), final_of(8), final_of(9)
+        for f in (short, at_bound, long):
+            out = await native.readable_final(f, punctuator, 8)
+            assert out == format_final(f, punctuator) and out.text != f.text
+        await native.readable_final(short, punctuator, 0)  # 0: always in a thread
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert [t == loop_thread for t in ran_on] == [True, True, False, False]
+
+
+@pytest.mark.parametrize("inline_max_words", [0, 64])
+def test_daemon_sends_the_raw_final_when_formatting_fails(engine, model_dir, monkeypatch, inline_max_words):
+    """A formatting bug costs the caption its polish, never the final: inline and in a thread alike."""
+    from streamer.server import native
+    from streamer.server.testing import running_app, settings_for_tests
+    from tests.test_server_native import noise, stream_audio
+
+    calls = []
+
+    def broken(final, p):
+        calls.append(final.text)
+        raise RuntimeError("formatting bug")
+
+    monkeypatch.setattr(native, "format_final", broken)
+
+    async def main():
+        settings = settings_for_tests(model_dir)
+        settings.format.inline_max_words = inline_max_words
+        async with running_app(settings, engine) as app:
+            url = f"ws://127.0.0.1:{app.port}/v1/stream"
+            audio = noise(3.0, 5)
+            raw, _ = await stream_audio(url, audio, start={"type": "start", "format": "raw"})
+            nice, code = await stream_audio(url, audio, start={"type": "start", "format": "readable"})
+            assert code == 1000 and nice[0]["format"] == "readable"
+            finals = [m["text"] for m in nice if m["type"] == "final"]
+            assert finals == [m["text"] for m in raw if m["type"] == "final"]
+            assert calls == finals and any(finals)  # each went through the broken model, and was sent raw
+            assert not any(m["type"] == "error" for m in nice)
+            assert app.metrics.format_seconds.count() == 0
+
+    asyncio.run(main())
+
+
 def test_bad_punct_model_fails_at_startup(engine, model_dir, tmp_path):
     from streamer.server.app import App
     from streamer.server.testing import settings_for_tests

@@ -25,9 +25,27 @@ from .session import WebSocketSession
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
+    from model.punctuation import Punctuator
+
     from .host import ServerHost
 
 log = logging.getLogger("streamer.server")
+
+
+async def readable_final(final: Final, punctuator: Punctuator, inline_max_words: int) -> Final:
+    """``final`` formatted: on the event loop when it has at most ``inline_max_words`` words, else in a
+    worker thread.
+
+    Why both: the model costs ~0.4 ms plus ~0.05 ms a word (shipped punct-en, one busy core), while the hop
+    to a worker thread and back costs more than that on a loaded 2-core host (it waits for the GIL the
+    inference worker holds: 6.47 ms wall mean per final, docs/RESULTS.md). Inline, a short final's cost
+    is the model's alone and other streams wait at most that long; a long one (a monologue that ran to
+    ``endpoint.max_utterance_s``) would hold every stream for several milliseconds, so it still goes to a
+    thread. The bound is ``format.inline_max_words``.
+    """
+    if len(final.text.split()) <= inline_max_words:
+        return format_final(final, punctuator)
+    return await asyncio.to_thread(format_final, final, punctuator)
 
 
 class NativeSession(WebSocketSession):
@@ -151,10 +169,11 @@ class NativeSession(WebSocketSession):
             else:
                 metrics.events.inc(type=event.type)
             if self.punctuator is not None and isinstance(event, Final):
-                # off the event loop: a few milliseconds of model per final must not stall other clients
                 started = time.perf_counter()
                 try:
-                    event = await asyncio.to_thread(format_final, event, self.punctuator)
+                    event = await readable_final(
+                        event, self.punctuator, self.app.settings.format.inline_max_words
+                    )
                     metrics.format_seconds.observe(time.perf_counter() - started)
                 except Exception:  # a formatting bug costs the caption its polish, never the stream
                     log.exception("stream %s: formatting a final failed; sent raw", self.stream_id)
