@@ -309,7 +309,7 @@ def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     save, and on a busy machine they spin against the recognizer's (docs/RESULTS.md, "Small costs").
 
     A 2-D ``a`` goes to BLAS in row blocks small enough for OpenBLAS to stay on the calling thread (about
-    twice einsum's speed: a 20-word final's convolutions 0.5 ms instead of 1.1 ms); vectors (the GRU's
+    twice einsum's speed: a 20-word final costs 0.75 ms of CPU instead of 1.2 ms); vectors (the GRU's
     recurrence: gemv has its own, lower threshold) and other BLAS libraries use einsum.
     """
     rows = _SINGLE_THREAD_MACS // (b.shape[0] * b.shape[1])

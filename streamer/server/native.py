@@ -36,12 +36,11 @@ async def readable_final(final: Final, punctuator: Punctuator, inline_max_words:
     """``final`` formatted: on the event loop when it has at most ``inline_max_words`` words, else in a
     worker thread.
 
-    Why both: the model costs ~0.4 ms plus ~0.05 ms a word (shipped punct-en, one busy core), while the hop
-    to a worker thread and back costs more than that on a loaded 2-core host (it waits for the GIL the
-    inference worker holds: 6.47 ms wall mean per final, docs/RESULTS.md). Inline, a short final's cost
-    is the model's alone and other streams wait at most that long; a long one (a monologue that ran to
-    ``endpoint.max_utterance_s``) would hold every stream for several milliseconds, so it still goes to a
-    thread. The bound is ``format.inline_max_words``.
+    Why both: the shipped model costs ~0.3 ms plus ~0.025 ms a word of one core (0.8 ms for 20 words, 2 ms
+    for 64: ``bench/bench_punctuation.py --cost-only``), less than the hop to a worker thread and back on a
+    busy 2-core host (it wakes the worker, then the loop, each waiting for a core: 8-15 ms wall mean per
+    final, docs/RESULTS.md). Inline, a final costs the model alone, and other streams wait at most that
+    long; a much longer one would hold every stream for several milliseconds, so it still goes to a thread.
     """
     if len(final.text.split()) <= inline_max_words:
         return format_final(final, punctuator)
