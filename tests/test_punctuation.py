@@ -74,6 +74,30 @@ def test_training_finals_hold_sentence_boundaries():
     assert [w for f in finals for w in f.words] == [w for p in paragraphs for w in p[0][:-1].lower().split()]
 
 
+@pytest.mark.parametrize("single_thread_macs", [0, 96 * 96 * 5, 65536 * 4])
+def test_matrix_products_in_row_blocks_equal_einsum(monkeypatch, single_thread_macs):
+    """`_mm`'s row blocks (sized to keep OpenBLAS on the calling thread) give the plain product, for any
+    block size, a ragged last block, a vector and a block of one row too many for BLAS (einsum)."""
+    import numpy as np
+
+    from model import punctuation
+
+    monkeypatch.setattr(punctuation, "_SINGLE_THREAD_MACS", single_thread_macs)
+    rng = np.random.default_rng(single_thread_macs)  # not the data of a product freed before (np.empty)
+    for shape_a, shape_b in [
+        ((64, 96), (96, 96)),
+        ((29, 96), (96, 96)),
+        ((3, 288), (288, 96)),
+        ((96,), (96, 288)),
+    ]:
+        a = rng.standard_normal(shape_a, dtype=np.float32)
+        b = rng.standard_normal(shape_b, dtype=np.float32)
+        want = np.einsum("...i,ij->...j", a, b)
+        out = punctuation._mm(a, b)
+        assert out.shape == want.shape and out.dtype == np.float32
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("arch,layers", [("cnn", 3), ("gru", 1), ("gru", 2)])
 def test_numpy_serving_matches_torch(arch, layers):
     """The daemon runs the numpy forward; it must compute what the trained torch module computes."""
