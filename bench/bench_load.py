@@ -236,11 +236,13 @@ def client_format(choice: str, index: int) -> str:
 
 
 def format_cost(args, results: list, metrics: dict[str, float]) -> dict:
-    """What readable finals cost: the daemon's own timing of formatting per final (model + thread hop,
-    ``conformer_format_seconds``) and the final latency of readable vs raw clients of this run."""
+    """What readable finals cost: the daemon's own timing of formatting per final (the model, plus the
+    thread hop for finals over ``format.inline_max_words``: ``conformer_format_seconds``; p50 / p95 are the
+    upper bounds of its histogram buckets) and the final latency of readable vs raw clients of this run."""
     count = loadgen.metric(metrics, "conformer_format_seconds_count")
     total = loadgen.metric(metrics, "conformer_format_seconds_sum")
     within = loadgen.metric(metrics, "conformer_format_seconds_bucket", le="0.005")
+    bound = {q: loadgen.histogram_quantile(metrics, "conformer_format_seconds", q / 100) for q in (50, 95)}
     by_format: dict[str, list[float]] = {}
     for r in results:
         by_format.setdefault(client_format(args.format, r.index), []).extend(r.final_latency)
@@ -248,6 +250,7 @@ def format_cost(args, results: list, metrics: dict[str, float]) -> dict:
         "formatted_finals": int(count),
         "format_ms_mean": round(1000 * total / count, 3) if count else None,
         "format_within_5ms_pct": round(100 * within / count, 1) if count else None,
+        "format_ms_bucket_bound": {q: 1000 * b if count else None for q, b in bound.items()},
         "final_latency_p50_s": {k: round(percentile(v, 50), 3) for k, v in by_format.items()},
     }
 
@@ -323,6 +326,8 @@ def summarize(
             f"{cost['format_ms_mean']:.2f} ms mean ({cost['format_ms_mean'] / 5:.0%} of the 5 ms budget), "
             f"{cost['format_within_5ms_pct']:.1f}% within 5 ms, n={cost['formatted_finals']}",
         )
+        b = cost["format_ms_bucket_bound"]
+        row("readable finals: formatting p50 / p95", f"<= {b[50]:g} / <= {b[95]:g} ms (bucket bounds)")
         row(
             "final latency p50 by format",
             "  ".join(f"{k} {v:.3f} s" for k, v in sorted(cost["final_latency_p50_s"].items())),

@@ -286,10 +286,41 @@ class NumpyPunctModel:
         return _mm(x, self.case_w) + self.case_b, _mm(x, self.mark_w) + self.mark_b
 
 
+def _openblas_single_thread_macs() -> int:
+    """The largest matrix product (m * n * k) numpy's BLAS runs on the calling thread alone, 0 if unknown.
+
+    OpenBLAS (numpy's wheels) runs a gemm single-threaded up to SMP_THRESHOLD_MIN (65536) x
+    GEMM_MULTITHREAD_THRESHOLD (4, its default) multiply-adds (interface/gemm.c); measured here: a
+    28 x 96 x 96 product takes 30 us on one thread, 29 x 96 x 96 wakes the second thread (169 us wall, busy
+    host). Any other BLAS: 0, and `_mm` keeps to einsum.
+    """
+    try:
+        name = np.__config__.CONFIG["Build Dependencies"]["blas"]["name"]  # type: ignore[attr-defined]
+    except (AttributeError, KeyError, TypeError):
+        return 0
+    return 65536 * 4 if str(name).startswith(("openblas", "scipy-openblas")) else 0
+
+
+_SINGLE_THREAD_MACS = _openblas_single_thread_macs()
+
+
 def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b without BLAS: at these sizes (at most ~100 x 256 x 768) BLAS's threads cost more than they
-    save, and on a busy machine they spin against the recognizer's (docs/RESULTS.md, "Readable finals")."""
-    return np.einsum("...i,ij->...j", a, b)
+    """a @ b, never on BLAS's threads: at these sizes (at most ~100 x 256 x 768) they cost more than they
+    save, and on a busy machine they spin against the recognizer's (docs/RESULTS.md, "Small costs").
+
+    A 2-D ``a`` goes to BLAS in row blocks small enough for OpenBLAS to stay on the calling thread (about
+    twice einsum's speed: a 20-word final costs 0.75 ms of CPU instead of 1.2 ms); vectors (the GRU's
+    recurrence: gemv has its own, lower threshold) and other BLAS libraries use einsum.
+    """
+    rows = _SINGLE_THREAD_MACS // (b.shape[0] * b.shape[1])
+    if a.ndim != 2 or rows < 4:
+        return np.einsum("...i,ij->...j", a, b)
+    if a.shape[0] <= rows:
+        return a @ b
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    for start in range(0, a.shape[0], rows):
+        np.matmul(a[start : start + rows], b, out=out[start : start + rows])
+    return out
 
 
 def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, dilation: int) -> np.ndarray:

@@ -252,6 +252,16 @@ class FormatSettings:
 
     readable: bool = option(True, "load the punctuation model; false: every stream gets raw finals")
     punct_model: str | None = option(None, "its directory; unset = the embedded model/pretrained/punct-en")
+    # Why 64: the shipped model costs ~0.3 ms + ~0.025 ms a word of one core (2 ms at 64 words,
+    # `bench/bench_punctuation.py --cost-only`), so an inline final holds the event loop ~2 ms at most, while
+    # endpoint.max_utterance_s (20 s at ~3 words/s of talk: ~60 words) keeps nearly every final under it.
+    # A slower punct_model wants a lower bound.
+    inline_max_words: int = option(
+        64,
+        "finals of at most this many words are formatted on the event loop (no thread hop, but other streams "
+        "wait for it); longer ones in a worker thread; 0 = always in a thread",
+        **NON_NEGATIVE,
+    )
 
 
 @dataclass

@@ -74,6 +74,30 @@ def test_training_finals_hold_sentence_boundaries():
     assert [w for f in finals for w in f.words] == [w for p in paragraphs for w in p[0][:-1].lower().split()]
 
 
+@pytest.mark.parametrize("single_thread_macs", [0, 96 * 96 * 5, 65536 * 4])
+def test_matrix_products_in_row_blocks_equal_einsum(monkeypatch, single_thread_macs):
+    """`_mm`'s row blocks (sized to keep OpenBLAS on the calling thread) give the plain product, for any
+    block size, a ragged last block, a vector and a block of one row too many for BLAS (einsum)."""
+    import numpy as np
+
+    from model import punctuation
+
+    monkeypatch.setattr(punctuation, "_SINGLE_THREAD_MACS", single_thread_macs)
+    rng = np.random.default_rng(single_thread_macs)  # not the data of a product freed before (np.empty)
+    for shape_a, shape_b in [
+        ((64, 96), (96, 96)),
+        ((29, 96), (96, 96)),
+        ((3, 288), (288, 96)),
+        ((96,), (96, 288)),
+    ]:
+        a = rng.standard_normal(shape_a, dtype=np.float32)
+        b = rng.standard_normal(shape_b, dtype=np.float32)
+        want = np.einsum("...i,ij->...j", a, b)
+        out = punctuation._mm(a, b)
+        assert out.shape == want.shape and out.dtype == np.float32
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("arch,layers", [("cnn", 3), ("gru", 1), ("gru", 2)])
 def test_numpy_serving_matches_torch(arch, layers):
     """The daemon runs the numpy forward; it must compute what the trained torch module computes."""
@@ -368,6 +392,70 @@ def test_daemon_without_readable_sends_raw(engine, model_dir):
             assert all(
                 m["text"] == m["text"].lower() or not m["text"] for m in messages if m["type"] == "final"
             )
+
+    asyncio.run(main())
+
+
+def test_short_finals_format_on_the_loop_long_ones_in_a_thread(punctuator, monkeypatch):
+    """Up to format.inline_max_words a final is formatted on the event loop (no thread hop); longer ones
+    go to a worker thread, so that a monologue's final does not hold every stream's loop."""
+    import threading
+
+    from streamer.server import native
+
+    ran_on: list[int] = []
+
+    def recording(final, p):
+        ran_on.append(threading.get_ident())
+        return format_final(final, p)
+
+    monkeypatch.setattr(native, "format_final", recording)
+
+    def final_of(n: int) -> Final:
+        words = tuple(Word(f"word{i % 7}", i * 0.3, i * 0.3 + 0.2, 0.9) for i in range(n))
+        return Final("s1", " ".join(w.word for w in words), words, 0.0, n * 0.3)
+
+    async def main() -> int:
+        short, at_bound, long = final_of(5), final_of(8), final_of(9)
+        for f in (short, at_bound, long):
+            out = await native.readable_final(f, punctuator, 8)
+            assert out == format_final(f, punctuator) and out.text != f.text
+        await native.readable_final(short, punctuator, 0)  # 0: always in a thread
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert [t == loop_thread for t in ran_on] == [True, True, False, False]
+
+
+@pytest.mark.parametrize("inline_max_words", [0, 64])
+def test_daemon_sends_the_raw_final_when_formatting_fails(engine, model_dir, monkeypatch, inline_max_words):
+    """A formatting bug costs the caption its polish, never the final: inline and in a thread alike."""
+    from streamer.server import native
+    from streamer.server.testing import running_app, settings_for_tests
+    from tests.test_server_native import noise, stream_audio
+
+    calls = []
+
+    def broken(final, p):
+        calls.append(final.text)
+        raise RuntimeError("formatting bug")
+
+    monkeypatch.setattr(native, "format_final", broken)
+
+    async def main():
+        settings = settings_for_tests(model_dir)
+        settings.format.inline_max_words = inline_max_words
+        async with running_app(settings, engine) as app:
+            url = f"ws://127.0.0.1:{app.port}/v1/stream"
+            audio = noise(3.0, 5)
+            raw, _ = await stream_audio(url, audio, start={"type": "start", "format": "raw"})
+            nice, code = await stream_audio(url, audio, start={"type": "start", "format": "readable"})
+            assert code == 1000 and nice[0]["format"] == "readable"
+            finals = [m["text"] for m in nice if m["type"] == "final"]
+            assert finals == [m["text"] for m in raw if m["type"] == "final"]
+            assert calls == finals and any(finals)  # each went through the broken model, and was sent raw
+            assert not any(m["type"] == "error" for m in nice)
+            assert app.metrics.format_seconds.count() == 0
 
     asyncio.run(main())
 

@@ -277,7 +277,7 @@ class ServerMetrics:
         )
         self.format_seconds = r.histogram(
             "conformer_format_seconds",
-            "Time readable formatting added to a final (punctuation model and thread hop).",
+            "Time readable formatting added to a final (punctuation model; plus the thread hop for long finals).",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
         )
         self.vosk_late_replies = r.counter(

@@ -25,9 +25,26 @@ from .session import WebSocketSession
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
+    from model.punctuation import Punctuator
+
     from .host import ServerHost
 
 log = logging.getLogger("streamer.server")
+
+
+async def readable_final(final: Final, punctuator: Punctuator, inline_max_words: int) -> Final:
+    """``final`` formatted: on the event loop when it has at most ``inline_max_words`` words, else in a
+    worker thread.
+
+    Why both: the shipped model costs ~0.3 ms plus ~0.025 ms a word of one core (0.8 ms for 20 words, 2 ms
+    for 64: ``bench/bench_punctuation.py --cost-only``), less than the hop to a worker thread and back on a
+    busy 2-core host (it wakes the worker, then the loop, each waiting for a core: 8-15 ms wall mean per
+    final, docs/RESULTS.md). Inline, a final costs the model alone, and other streams wait at most that
+    long; a much longer one would hold every stream for several milliseconds, so it still goes to a thread.
+    """
+    if len(final.text.split()) <= inline_max_words:
+        return format_final(final, punctuator)
+    return await asyncio.to_thread(format_final, final, punctuator)
 
 
 class NativeSession(WebSocketSession):
@@ -151,10 +168,11 @@ class NativeSession(WebSocketSession):
             else:
                 metrics.events.inc(type=event.type)
             if self.punctuator is not None and isinstance(event, Final):
-                # off the event loop: a few milliseconds of model per final must not stall other clients
                 started = time.perf_counter()
                 try:
-                    event = await asyncio.to_thread(format_final, event, self.punctuator)
+                    event = await readable_final(
+                        event, self.punctuator, self.app.settings.format.inline_max_words
+                    )
                     metrics.format_seconds.observe(time.perf_counter() - started)
                 except Exception:  # a formatting bug costs the caption its polish, never the stream
                     log.exception("stream %s: formatting a final failed; sent raw", self.stream_id)
