@@ -112,12 +112,13 @@ class StreamingSettings:
     """Window layout of chunked inference, in seconds of 16 kHz audio."""
 
     # Defaults chosen with bench/plot_streaming.py, bench/bench_streaming.py and the held-out voice's streamed-vs-
-    # offline gap (docs/RESULTS.md "Streamed vs offline WER"): 2 s of left context is what an unseen voice needs
-    # to stream as well as offline, and 1 s chunks pay for it (3.5x model audio per new second against 4x for
-    # left 1 s / chunk 0.5 s), at the price of partials once a second. chunk_s 0.5 gives faster partials.
-    left_context_s: float = option(2.0, "audio before each chunk the model sees again", **NON_NEGATIVE)
-    chunk_s: float = option(1.0, "new audio per window: smaller = faster partials, more CPU", **POSITIVE)
-    lookahead_s: float = option(0.5, "audio after each chunk the model sees (adds latency)", **NON_NEGATIVE)
+    # offline gap (docs/RESULTS.md "Window layout for a voice the model never heard"): 1 s of look-ahead lets an
+    # unseen voice stream within a point of offline (0.5 s: 2 points worse) without moving partial latency,
+    # which the chunk bounds (look-ahead text is shown at once as tentative); it costs 5x model audio per new
+    # second (4x with 0.5 s) and finals ~0.2 s later.
+    left_context_s: float = option(1.0, "audio before each chunk the model sees again", **NON_NEGATIVE)
+    chunk_s: float = option(0.5, "new audio per window: smaller = faster partials, more CPU", **POSITIVE)
+    lookahead_s: float = option(1.0, "audio after each chunk the model sees (adds latency)", **NON_NEGATIVE)
     max_chunks_per_window: int = option(
         4,
         "catch-up: when the worker falls a chunk behind, one window may own up to this many waiting "

@@ -21,10 +21,10 @@ Normalization and defaults. ``running`` normalization (mean/variance of everythi
 sent so far) is the default: a window that is mostly pause gets blown up to unit variance by its own
 statistics, while the running estimate converges to the whole-utterance statistics the model was
 trained with, so it stays closer to the offline transcript; and it is what makes the feature-encoder
-cache valid (the feature encoder then runs once per sample). The chunk (1 s) bounds partial latency
+cache valid (the feature encoder then runs once per sample). The chunk (0.5 s) bounds partial latency
 (a sample waits at most one chunk for its window); look-ahead costs compute but no partial latency
-(look-ahead text is shown as ``tentative`` at once). The default gives left context the largest share
-(2 s): a voice the model never heard needs it to stream as well as offline. The measured
+(look-ahead text is shown as ``tentative`` at once), so it gets the larger share (1 s: a voice the model
+never heard needs it to stream as well as offline). The measured
 compute and accuracy of each layout are in ``docs/RESULTS.md`` ("Streaming window layout and
 normalization").
 

@@ -19,8 +19,8 @@ chunked on arrival: the same audio always gives the same windows.
 Catch-up. ``next_window(max_chunks=k)`` lets one window own up to ``k`` consecutive chunks,
 ``[chunk_start - L, chunk_start + k*C + A)``, when each of them would have made a plain window (all its
 audio and look-ahead here, not gated, not the segment's last): it owns exactly their frames and costs
-one forward of ``L + k*C + A`` samples instead of ``k`` of ``L + C + A`` (3.5x the new audio for the
-default layout, 1.625x at k=4). Only the live engine asks for it, and only while its worker is late
+one forward of ``L + k*C + A`` samples instead of ``k`` of ``L + C + A`` (5x the new audio for the
+default layout, 2x at k=4). Only the live engine asks for it, and only while its worker is late
 (``stream.WindowQueue``); with ``k=1`` (the synchronous path, always) the layout is the one above.
 
 Normalization (the model was trained on per-utterance zero-mean unit-variance input):
