@@ -143,7 +143,6 @@ def test_statements_end_with_a_period(punctuator):
     assert out == "Thank you very much for coming today."
 
 
-@below_goals
 def test_sentences_split_inside_a_final(punctuator):
     out = fmt(punctuator, "the meeting is over see you all next week")
     assert out == "The meeting is over. See you all next week."
