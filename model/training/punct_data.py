@@ -301,6 +301,28 @@ def dialogue_paragraphs() -> Iterator[list[str]]:
     return generate(DIALOGUE_PARAGRAPHS, keep=lambda s: not heldout.overlaps(s))
 
 
+TALK_DEV_PARAGRAPHS = 900  # ~3 000 finals, ~25 000 words
+TALK_DEV_SEED = 5011  # the training talk is generated with the generator's default seed (11)
+TALK_DEV_MAX_WORDS = 24  # development finals as long as spoken ones (eval/real's are ~8 words)
+
+
+def talk_dev_examples(dev: Sequence[Example], seed: int = 3) -> list[Example]:
+    """The talk-like development set the mark offsets are chosen on (``punct_train.calibrate``).
+
+    The book-heavy development set (``training_examples``' first ``DEV_SIZE``) has finals of ~20 words
+    of novel and Bible prose; offsets chosen there put commas before "and" in lists and periods inside
+    short spoken commands. This set is generated talk of another seed (``TALK_DEV_SEED``: same
+    templates as the training talk, other draws), grouped into finals of 1-3 sentences as the held-out
+    finals are, plus those development finals of at most ``TALK_DEV_MAX_WORDS`` words. Held-out and
+    evaluation sentences are filtered out as for training; no held-out set is used.
+    """
+    from model.training.punct_dialogue import dialogue_paragraphs as generate
+
+    heldout = heldout_filter()
+    talk = generate(TALK_DEV_PARAGRAPHS, seed=TALK_DEV_SEED, keep=lambda s: not heldout.overlaps(s))
+    return list(utterances(talk, seed=seed)) + [ex for ex in dev if len(ex.words) <= TALK_DEV_MAX_WORDS]
+
+
 def training_examples(seed: int = 1) -> list[Example]:
     """All training utterances, with every evaluation sentence of the recognizer removed
     (``text.EvalFilter``: eval/real, Harvard sentences, JFK).

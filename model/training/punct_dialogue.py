@@ -57,6 +57,21 @@ TASKS = _split(
     "finish the slides|wash the car|order the pizza|print the forms|change the tyre|answer the phone",
     "|",
 )
+DIRECTIONS = _split("forward|back|backwards|ahead|straight ahead|left|right|up|down|straight on", "|")
+SIDES = _split("left right")
+UNITS = _split("meters steps feet centimeters inches yards kilometers miles metres")
+DEVICES = _split("lights heating radio fan television music oven alarm camera kettle heater")
+ROOMS = _split(
+    "kitchen|living room|bedroom|hallway|bathroom|garage|office|dining room|basement|front room", "|"
+)
+
+
+def _distance(rng: random.Random) -> str:
+    """A spoken distance, the complement a movement command carries ("ten meters", "half a meter")."""
+    if rng.random() < 0.1:
+        return rng.choice(("half a meter", "a few steps", "one more step", "a little bit", "one meter"))
+    n = rng.choice((rng.randint(2, 12), rng.randint(2, 12), rng.randint(13, 100), 5 * rng.randint(3, 40)))
+    return f"{number_words(n)} {rng.choice(UNITS)}"
 
 
 def _series(items: list[str], conj: str, rng: random.Random) -> str:
@@ -90,6 +105,12 @@ SLOTS: dict[str, Callable[[random.Random], str]] = {
         f"{number_words(r.randint(1, 12))} {r.choice(('thirty', 'fifteen', 'forty five', 'twenty'))}"
     ),
     "year": lambda r: year_words(r.randint(1950, 2025)),
+    "dir": lambda r: r.choice(DIRECTIONS),
+    "side": lambda r: r.choice(SIDES),
+    "dist": _distance,
+    "angle": lambda r: f"{number_words(15 * r.randint(1, 12))} degrees",
+    "device": lambda r: r.choice(DEVICES),
+    "room": lambda r: r.choice(ROOMS),
 }
 
 # One sentence per entry, written as it would be printed; {slot} draws from SLOTS.
@@ -126,19 +147,49 @@ QUESTIONS = _split(
     "from {city}?|Can you hear me?|Are you ready?|Is everything okay?|What do you think?|Where are you?",
     "|",
 )
-# standalone lines of talk: greetings and thanks, no comma where English writes none
+# standalone lines of talk: greetings and thanks, no comma where English writes none. The one- and
+# two-word ones ("Let's go.", "Of course.") are drawn rarely: inside a final they taught the model that a
+# short imperative is a sentence of its own, and it split real commands ("Go forward. Ten meters.").
 FORMULAS = _split(
-    "Thank you very much.|Thank you so much for the {thing}.|Thanks a lot.|Thank you for your help.|Thanks "
-    "for coming.|Hello there.|Hi there.|Good morning.|Good afternoon.|Good night.|See you later.|See you on "
-    "{day}.|Nice to meet you.|Have a nice weekend.|Sorry I'm late.|No problem.|You're welcome.|Excuse me.|"
-    "Take care.|Happy birthday.|Welcome back.|Well done.|Let's go.|I'm sorry.|I see.|That's fine.|Not yet.|"
-    "Me too.|Of course.|Hold on a second.|Thank you all for being here.|Thanks very much for the {food}.",
+    "Thank you very much.|Thank you so much for the {thing}.|Thank you for your help.|Thanks for coming "
+    "today.|See you on {day}.|Nice to meet you.|Have a nice weekend.|Sorry I'm late.|See you later then.|"
+    "Thank you all for being here.|Thanks very much for the {food}.|Hold on a second.|Good morning "
+    "everyone.|Have a good trip to {city}.|Thanks for the lift.|Let me think about it.|I'll "
+    "see you at the {place}.|Good luck with the {event}.|That sounds like a plan.",
+    "|",
+)
+SHORT_FORMULAS = _split(
+    "Thanks a lot.|Hello there.|Hi there.|Good morning.|Good afternoon.|Good night.|See you later.|No problem.|You're "
+    "welcome.|Excuse me.|Take care.|Happy birthday.|Welcome back.|Well done.|Let's go.|I'm sorry.|I see.|"
+    "That's fine.|Not yet.|Me too.|Of course.",
+    "|",
+)
+SHORT_FORMULA_SHARE = 0.15  # of the formulas: ~2% of all sentences (was ~10%)
+# commands as they are spoken to a device or a person, the complement joined to the verb in one sentence
+# ("Go forward ten meters.", "Turn left ninety degrees and stop.")
+COMMANDS = _split(
+    "Go {dir} {dist}.|Move {dir} {dist}.|Go {dir} {dist} and stop.|Turn {side} and go {dist}.|Turn {side} "
+    "{angle}.|Turn around and go back {dist}.|Walk {dir} {dist}.|Drive {dir} for {dist}.|Go {dir} {dist} "
+    "then turn {side}.|Move {dir} {dist} and wait there.|Stop after {dist}.|Back up {dist}.|Go back "
+    "{dist}.|Come {dir} {dist}.|Wait {small} seconds and then go {dir}.|Turn on the {device} in the "
+    "{room}.|Turn the {device} off.|Turn off the {device} please.|Switch the {device} on.|Set the {device} "
+    "to {small}.|Set a timer for {num} minutes.|Play some music in the {room}.|Call {name} back.|Call "
+    "{name} at {clock}.|Remind me to {task} on {day}.|Open the door to the {room}.|Close the window in the "
+    "{room}.|Take the {thing} to the {place}.|Bring me my {thing} from the {room}.|Put the {thing} on the "
+    "table.|Go to the {room} and wait there.|Pick up the {thing} and bring it here.|Slow down a little.|"
+    "Speed up a bit.|Keep going straight for {dist}.|Go a little further {dir}.|Stop right there.|Come "
+    "back here now.|Turn the volume up to {small}.|Turn it down a little.|Look to the {side}.|Check the "
+    "{thing} again.|Go {dir} {dist} and turn {side}.|Move the {thing} {dist} to the {side}.|Rotate "
+    "{angle} to the {side}.|Drive {dist} and park near the {place}.|Go up {small} floors.|Go {dir} until "
+    "you reach the {place}.",
     "|",
 )
 OPENERS = _split("Yes|No|Well|Okay|Oh|Sure|Actually|Sorry|Right|Look|Honestly|By the way|Anyway|Alright", "|")
 VOCATIVE_OPENERS = _split("Hi|Hello|Thanks|Thank you|Good morning|Sorry|Excuse me|Goodbye", "|")
 EXCLAIMS = _split(
-    "Watch out!|Come on!|That's great!|Hurry up!|Happy birthday, {name}!|Wow!|Look at that!", "|"
+    "Watch out!|Come on!|That's great!|Hurry up!|Happy birthday, {name}!|Wow!|Look at that!|That was "
+    "amazing!|What a lovely day!",
+    "|",
 )
 
 _SLOT = re.compile(r"\{(\w+)\}")
@@ -159,14 +210,18 @@ def _lower_first(sentence: str) -> str:
 
 
 def sentence(rng: random.Random) -> str:
-    """One spoken sentence: a statement, question or formula, sometimes with an opener or a vocative."""
+    """One spoken sentence: a statement, question, command or formula, sometimes with an opener or a
+    vocative."""
     kind = rng.random()
-    if kind < 0.4:
+    if kind < 0.36:
         s = fill(rng.choice(STATEMENTS), rng)
-    elif kind < 0.75:
+    elif kind < 0.66:
         s = fill(rng.choice(QUESTIONS), rng)
-    elif kind < 0.95:
-        return fill(rng.choice(FORMULAS), rng)
+    elif kind < 0.8:
+        s = fill(rng.choice(COMMANDS), rng)
+    elif kind < 0.96:
+        short = rng.random() < SHORT_FORMULA_SHARE
+        return fill(rng.choice(SHORT_FORMULAS if short else FORMULAS), rng)
     else:
         return fill(rng.choice(EXCLAIMS), rng)
     extra = rng.random()
@@ -176,9 +231,17 @@ def sentence(rng: random.Random) -> str:
         s = f"{s[:-1]}, {rng.choice(NAMES)}{s[-1]}"
     elif extra < 0.32:  # "Yes, I ..." / "Well, ..."
         s = f"{rng.choice(OPENERS)}, {_lower_first(s)}"
-    elif extra < 0.38:  # "Hi Maria, ..." written "Hi, Maria." as its own sentence
+    elif extra < 0.34:  # "Hi Maria, ..." written "Hi, Maria." as its own sentence (rare: two words)
         s = f"{rng.choice(VOCATIVE_OPENERS)}, {rng.choice(NAMES)}. {s}"
     return s
+
+
+def instructions(rng: random.Random) -> list[str]:
+    """A run of 2-6 commands, as someone directing a robot or a driver says them."""
+    return [fill(rng.choice(COMMANDS), rng) for _ in range(rng.randint(2, 6))]
+
+
+INSTRUCTION_SHARE = 0.1  # stretches that are a run of commands only
 
 
 def dialogue_paragraphs(
@@ -187,6 +250,9 @@ def dialogue_paragraphs(
     """``n`` stretches of talk of 4-10 sentences each; sentences for which ``keep`` is false are dropped."""
     rng = random.Random(seed)
     for _ in range(n):
-        talk = [s for s in (sentence(rng) for _ in range(rng.randint(4, 10))) if keep(s)]
+        if rng.random() < INSTRUCTION_SHARE:
+            talk = [s for s in instructions(rng) if keep(s)]
+        else:
+            talk = [s for s in (sentence(rng) for _ in range(rng.randint(4, 10))) if keep(s)]
         if talk:
             yield talk

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calibrate-only",
         action="store_true",
-        help="no training: choose the mark offsets of the model in --out on the development set",
+        help="no training: choose the mark offsets of the model in --out on the talk-like development set",
     )
     parser.add_argument("--minutes", type=float, default=20.0, help="training time budget (wall clock)")
     parser.add_argument(
