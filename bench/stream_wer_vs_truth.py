@@ -2,7 +2,7 @@
 tests/test_stream_accuracy.py (streamed within 1 point of offline), on more clips than the tests use.
 
     .venv/bin/python bench/stream_wer_vs_truth.py [--clips kal16:0,awb:0,slt:0,mix:3,mix:4,rms:1]
-        [--chunks 0.25,0.5,1,2] [--model DIR]
+        [--chunks 0.25,0.5,1,2] [--model DIR] [--left-context-s 2 --lookahead-s 0.5]
 
 A clip is ``VOICES:SEED``: one flite voice, or ``mix`` for kal16/awb/slt/rms in turn (62 s; one voice: 60 s,
 ``rms``: 80 s, as in the tests). Each clip is transcribed offline (`RecognitionEngine.transcribe`) and streamed
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--chunks", default="0.5", help="chunk sizes in seconds, comma-separated")
     parser.add_argument("--model", help="model directory (default: the embedded model)")
+    parser.add_argument("--left-context-s", type=float, help="window left context (default: the daemon's)")
+    parser.add_argument("--lookahead-s", type=float, help="window look-ahead (default: the daemon's)")
     args = parser.parse_args(argv)
 
     import jiwer
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings()
     settings.model.path = args.model
+    if args.left_context_s is not None:
+        settings.streaming.left_context_s = args.left_context_s
+    if args.lookahead_s is not None:
+        settings.streaming.lookahead_s = args.lookahead_s
     engine = RecognitionEngine(settings)
     default = dataclasses.replace(engine.settings.streaming)
     chunks = [float(c) for c in args.chunks.split(",")]
