@@ -50,12 +50,16 @@ class PunctConfig:
     arch: str = "gru"  # "gru": bidirectional GRU; "cnn": dilated convolutions (layers = residual blocks)
     # added to the mark logits at decision time, chosen on the development set (punct_train.calibrate)
     mark_bias: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
+    # added to the case logits (lower, Capitalized, UPPER), chosen the same way (punct_train.calibrate_case)
+    case_bias: tuple[float, ...] = (0.0, 0.0, 0.0)
 
     @classmethod
     def from_dict(cls, d: dict) -> PunctConfig:
         values = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         if "mark_bias" in values:
             values["mark_bias"] = tuple(float(x) for x in values["mark_bias"])
+        if "case_bias" in values:
+            values["case_bias"] = tuple(float(x) for x in values["case_bias"])
         return cls(**values)
 
 
@@ -268,7 +272,8 @@ class NumpyPunctModel:
                     )
                 )
             self.layers.append(dirs)
-        self.case_w, self.case_b = f32["case_head.weight"].T.copy(), f32["case_head.bias"]
+        self.case_w = f32["case_head.weight"].T.copy()
+        self.case_b = f32["case_head.bias"] + np.asarray(config.case_bias, dtype=np.float32)
         self.mark_w = f32["mark_head.weight"].T.copy()
         self.mark_b = f32["mark_head.bias"] + np.asarray(config.mark_bias, dtype=np.float32)
 

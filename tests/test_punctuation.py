@@ -577,3 +577,93 @@ def test_calibration_lowers_the_period_of_a_model_that_over_splits():
     data = Encoded(examples, Featurizer(["<pad>", "<unk>"], Lexicon({}), config))
     bias = calibrate(OverSplitter(), data, examples)
     assert bias[MARKS.index(".")] < -0.8
+
+
+def test_dialogue_lists_have_no_oxford_comma():
+    """Lists of 3+ items are written "a, b and c": held-out-style text mostly has no comma before the
+    last "and", and 15% of generated lists with one taught the model to put it there."""
+    import random
+
+    from model.training.punct_dialogue import _series, dialogue_paragraphs
+
+    for seed in range(300):
+        assert _series(["eggs", "milk", "bread"], "and", random.Random(seed)) == "eggs, milk and bread"
+    lines = [s for p in dialogue_paragraphs(600, seed=9) for s in p]
+    lists = [s for s in lines if s.count(",") >= 2 and (" and " in s or " or " in s)]
+    assert lists
+    assert not any(", and " in s or ", or " in s for s in lists), [s for s in lists if ", and " in s][:3]
+
+
+def _constant_logit_model(mark_logits: dict[int, float], case_logits: dict[int, float], end: int = 1):
+    """A stand-in model: the given logits on every word, and a sure mark ``end`` ending each final."""
+    import torch
+
+    from model.punctuation import PunctConfig
+
+    class Constant(torch.nn.Module):
+        config = PunctConfig(vocab_size=10, dim=4, hidden=4, layers=1, char_buckets=16)
+
+        def forward(self, ids, grams, lex, lengths):
+            b, t = ids.shape
+            marks, cases = torch.zeros(b, t, len(MARKS)), torch.zeros(b, t, 3)
+            for m, v in mark_logits.items():
+                marks[..., m] = v
+            for c, v in case_logits.items():
+                cases[..., c] = v
+            for k, n in enumerate(lengths.tolist()):
+                marks[k, n - 1, end] = 9.0
+            return cases, marks
+
+    return Constant()
+
+
+def test_calibration_grid_reaches_below_minus_two():
+    """A question mark over-predicted by 2.7 logits gets an offset below -2 (the old grid's edge, where
+    the session-13 ? offset stopped)."""
+    from model.punctuation import Featurizer, Lexicon
+    from model.training.punct_data import Example
+    from model.training.punct_train import Encoded, calibrate
+
+    question = MARKS.index("?")
+    others = {MARKS.index(m): -9.0 for m in ".,!"}  # out of the grid's reach: only ? can move
+    model = _constant_logit_model({question: 2.7, **others}, {}, end=question)
+    examples = [Example(("are", "you", "coming", "home"), (1, 0, 0, 0), (0, 0, 0, question))] * 20
+    data = Encoded(examples, Featurizer(["<pad>", "<unk>"], Lexicon({}), model.config))
+    bias = calibrate(model, data, examples)
+    assert bias[MARKS.index("?")] < -2.7, bias
+
+
+def test_case_calibration_lowers_capitals_only_when_it_helps():
+    """Capitalized over-predicted by 0.6 logits on mostly lower-case words gets a negative offset; a model
+    that already gets the case right keeps 0."""
+    from model.punctuation import Featurizer, Lexicon
+    from model.training.punct_data import Example
+    from model.training.punct_train import Encoded, calibrate_case
+
+    examples = [Example(("go", "forward", "ten", "meters"), (1, 0, 0, 0), (0, 0, 0, 1))] * 20
+    over = _constant_logit_model({}, {1: 0.6})
+    data = Encoded(examples, Featurizer(["<pad>", "<unk>"], Lexicon({}), over.config))
+    assert calibrate_case(over, data, examples)[1] < -0.6
+    right = _constant_logit_model({}, {0: 1.0})
+    assert calibrate_case(right, data, examples) == (0.0, 0.0, 0.0)
+
+
+def test_numpy_model_adds_the_case_offset():
+    """``case_bias`` from config.json shifts the served case logits (as ``mark_bias`` shifts the marks)."""
+    import numpy as np
+    import torch
+
+    from model.punctuation import NumpyPunctModel, PunctConfig, PunctModel
+
+    config = PunctConfig(vocab_size=10, dim=4, hidden=4, layers=2, char_buckets=16, arch="cnn")
+    state = {k: v.numpy() for k, v in PunctModel(config).state_dict().items()}
+    shifted = PunctConfig.from_dict({**config.__dict__, "case_bias": [0.0, -1.5, 0.5]})
+    ids, grams, lex = (
+        np.array([2, 3, 4]),
+        np.zeros((3, 6), dtype=np.int64),
+        np.zeros((3, 8), dtype=np.float32),
+    )
+    with torch.no_grad():
+        base, _ = NumpyPunctModel(state, config)(ids, grams, lex)
+        moved, _ = NumpyPunctModel(state, shifted)(ids, grams, lex)
+    np.testing.assert_allclose(moved - base, np.tile([0.0, -1.5, 0.5], (3, 1)), atol=1e-5)
