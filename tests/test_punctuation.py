@@ -148,7 +148,6 @@ def test_sentences_split_inside_a_final(punctuator):
     assert out == "The meeting is over. See you all next week."
 
 
-@below_goals
 def test_lists_get_commas(punctuator):
     out = fmt(punctuator, "we need eggs milk bread and some coffee")
     assert out.startswith("We need eggs, milk, bread and some coffee"), out
