@@ -11,7 +11,9 @@ Sets (none of them is training text, see model/pretrained/punct-en/README.md):
 - written: bench/data/punct_heldout.txt, everyday speech written for this check (scored through the
   ``conformer-streamer punctuate`` command, the unit the daemon relies on);
 - eval/real: the lower-cased reference transcripts of ../shared/eval/real, with readable references
-  in bench/data/eval_real_readable.tsv.
+  in bench/data/eval_real_readable.tsv;
+- dev-writ: bench/data/punct_dev_written.txt, a DEVELOPMENT set written in session 14 like the written
+  set (names, places, dates, lists, opening clauses): to compare candidates on, not a held-out figure.
 Printed per set and system (rule baseline = capitalize the first word, end with a period): F1 of
 ``.``, ``,``, ``?``, case accuracy per word; then milliseconds per 20-word final on one thread
 (median of --repeats), as a ratio to the baseline measured in the same run and as a fraction of the 5 ms
@@ -42,6 +44,8 @@ from model.training import punct_data  # noqa: E402
 from model.training.punct_eval import Scores, rule_baseline, score  # noqa: E402
 
 WRITTEN = ROOT / "bench" / "data" / "punct_heldout.txt"
+# a development set (session 14): written like the held-out set, but there to compare candidates on
+WRITTEN_DEV = ROOT / "bench" / "data" / "punct_dev_written.txt"
 REAL_READABLE = ROOT / "bench" / "data" / "eval_real_readable.tsv"
 REAL_TSV = ROOT.parent / "shared" / "eval" / "real" / "transcripts.tsv"
 BUDGET_MS = 5.0
@@ -123,6 +127,7 @@ def main(argv=None) -> int:
     sets["harvard"] = punct_data.heldout_examples(source="harvard")
     sets["written"] = written_set()
     sets["eval/real"] = real_set()
+    sets["dev-writ"] = written_set(WRITTEN_DEV)  # development, not held out
     for name, examples in sets.items():
         print(f"{name}: {len(examples)} finals, {sum(len(e.words) for e in examples)} words")
 

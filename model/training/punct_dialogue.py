@@ -10,9 +10,11 @@ seed. Held-out and evaluation sentences are filtered out by the caller (``punct_
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from model.training.text import number_words, year_words
 
@@ -36,6 +38,60 @@ CITIES = _split(
 COUNTRIES = _split(
     "France Spain Italy Japan Canada Mexico Germany Ireland Portugal Brazil India Kenya Norway"
 )
+WORDLIST = Path("/usr/share/dict/american-english")  # Debian's wamerican (SCOWL, free licence)
+PROPER_SHARE = 0.5  # of {name}, {city} and {surname} draws: a proper noun from the word list instead
+
+
+@functools.cache
+def proper_nouns(wordlist: Path = WORDLIST) -> tuple[str, ...]:
+    """The word list's names of people and places that are never written in lower case ("Gwendolyn",
+    "Albuquerque"; not "Bill" or "Rose", which are listed lower case too).
+
+    The hand lists above hold ~150 names: a model trained on them alone learns those words, and leaves
+    an unseen name in lower case. Drawn for half the name and place slots, thousands of rare names
+    teach it the word list's capital flag and the contexts ("in ...", "with ..."), not the words.
+    Empty (the hand lists only) where the word list is not installed.
+    """
+    if not wordlist.exists():
+        return ()
+    entries = wordlist.read_text(errors="replace").split()
+    lower = {e for e in entries if e.islower()}
+    return tuple(
+        e for e in entries if re.fullmatch(r"[A-Z][a-z]{2,}", e) and e.lower() not in lower and e.isascii()
+    )
+
+
+@functools.cache
+def _proper_set() -> frozenset[str]:
+    return frozenset(proper_nouns())
+
+
+@functools.cache
+def plural_nouns(wordlist: Path = WORDLIST) -> tuple[str, ...]:
+    """Short plurals of the word list (the entry and the entry less its "s" both listed in lower case):
+    list items beyond the hand lists, so that list commas are learnt from the shape "a, b and c", not
+    from the words of ``FOODS`` and ``THINGS``. Some are verbs ("runs"): a list of them is still a list."""
+    if not wordlist.exists():
+        return ()
+    lower = {e for e in wordlist.read_text(errors="replace").split() if e.islower() and e.isascii()}
+    return tuple(sorted(w for w in lower if 4 <= len(w) <= 9 and w.endswith("s") and w[:-1] in lower))
+
+
+def _items(rng: random.Random, hand: list[str], k: int) -> list[str]:
+    pool = plural_nouns()
+    if pool and rng.random() < NOUN_LIST_SHARE:
+        return rng.sample(pool, k)
+    return rng.sample(hand, k)
+
+
+NOUN_LIST_SHARE = 0.35  # of {foods} and {things} lists: drawn from ``plural_nouns``
+
+
+def _proper(rng: random.Random, hand: list[str]) -> str:
+    pool = proper_nouns()
+    return rng.choice(pool) if pool and rng.random() < PROPER_SHARE else rng.choice(hand)
+
+
 DAYS = _split("Monday Tuesday Wednesday Thursday Friday Saturday Sunday")
 MONTHS = _split("January February March April May June July August September October November December")
 FOODS = _split(
@@ -57,6 +113,26 @@ TASKS = _split(
     "finish the slides|wash the car|order the pizza|print the forms|change the tyre|answer the phone",
     "|",
 )
+RELATIVES = _split(
+    "mum dad mother father sister brother aunt uncle cousin grandmother grandfather son daughter wife husband"
+)
+LANGUAGES = _split(
+    "English French Spanish German Italian Japanese Chinese Arabic Russian Portuguese Dutch Greek"
+)
+STREET_KINDS = _split("Street Road Avenue Lane Drive Square Park")
+ORDINALS = _split(
+    "first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|fourteenth|"
+    "fifteenth|eighteenth|twentieth|twenty first|twenty third|twenty fifth|thirtieth",
+    "|",
+)
+COLORS = _split("red blue green yellow black white grey orange purple pink brown")
+ANIMALS = _split("dogs cats horses cows sheep rabbits ducks goats lions monkeys bears")
+SPORTS = _split("tennis football golf basketball chess hockey volleyball baseball cricket")
+SUBJECTS = _split("maths history physics biology chemistry music art geography economics law")
+CLOTHES = _split("socks shirts shoes boots jeans sweaters gloves hats towels jackets")
+VERBS_PAST = _split("cooked ate talked danced laughed sang played walked swam rested shopped")
+ADJECTIVES = _split("cold wet windy sunny warm quiet busy noisy cheap clean small bright")
+MEALS = _split("breakfast lunch dinner coffee")
 DIRECTIONS = _split("forward|back|backwards|ahead|straight ahead|left|right|up|down|straight on", "|")
 SIDES = _split("left right")
 UNITS = _split("meters steps feet centimeters inches yards kilometers miles metres")
@@ -88,9 +164,24 @@ def _series(items: list[str], conj: str, rng: random.Random) -> str:
 
 
 SLOTS: dict[str, Callable[[random.Random], str]] = {
-    "name": lambda r: r.choice(NAMES),
-    "mr": lambda r: f"{r.choice(('Mr.', 'Mrs.'))} {r.choice(SURNAMES)}",
-    "city": lambda r: r.choice(CITIES),
+    "name": lambda r: _proper(r, NAMES),
+    "mr": lambda r: f"{r.choice(('Mr.', 'Mrs.', 'Dr.'))} {_proper(r, SURNAMES)}",
+    "surname": lambda r: _proper(r, SURNAMES),
+    "city": lambda r: _proper(r, CITIES),
+    "street": lambda r: f"{_proper(r, NAMES + CITIES)} {r.choice(STREET_KINDS)}",
+    "relative": lambda r: r.choice(RELATIVES),
+    "language": lambda r: r.choice(LANGUAGES),
+    "ordinal": lambda r: r.choice(ORDINALS),
+    "meal": lambda r: r.choice(MEALS),
+    "colors": lambda r: _series(r.sample(COLORS, r.choice((2, 3, 3, 4))), r.choice(("and", "or")), r),
+    "animals": lambda r: _series(r.sample(ANIMALS, r.choice((3, 3, 4))), "and", r),
+    "sports": lambda r: _series(r.sample(SPORTS, r.choice((2, 3, 3))), "and", r),
+    "subjects": lambda r: _series(r.sample(SUBJECTS, r.choice((2, 3, 4))), "and", r),
+    "clothes": lambda r: _series(r.sample(CLOTHES, r.choice((3, 3, 4))), "and", r),
+    "days": lambda r: _series(r.sample(DAYS, r.choice((2, 3, 3))), "and", r),
+    "verbs": lambda r: _series(r.sample(VERBS_PAST, r.choice((3, 3, 4))), "and", r),
+    "adjs": lambda r: _series(r.sample(ADJECTIVES, r.choice((2, 3, 3))), "and", r),
+    "places": lambda r: _series([f"the {p}" for p in r.sample(PLACES, r.choice((2, 3, 3)))], "and", r),
     "country": lambda r: r.choice(COUNTRIES),
     "day": lambda r: r.choice(DAYS),
     "month": lambda r: r.choice(MONTHS),
@@ -99,10 +190,12 @@ SLOTS: dict[str, Callable[[random.Random], str]] = {
     "place": lambda r: r.choice(PLACES),
     "event": lambda r: r.choice(EVENTS),
     "task": lambda r: r.choice(TASKS),
-    "foods": lambda r: _series(r.sample(FOODS, r.choice((2, 3, 3, 4, 5))), "and", r),
-    "things": lambda r: _series(r.sample(THINGS, r.choice((3, 3, 4))), r.choice(("and", "or")), r),
-    "names": lambda r: _series(r.sample(NAMES, r.choice((2, 3, 3, 4))), "and", r),
-    "cities": lambda r: _series(r.sample(CITIES, r.choice((3, 3, 4))), r.choice(("and", "or")), r),
+    "foods": lambda r: _series(_items(r, FOODS, r.choice((2, 3, 3, 4, 5))), "and", r),
+    "things": lambda r: _series(_items(r, THINGS, r.choice((3, 3, 4))), r.choice(("and", "or")), r),
+    "names": lambda r: _series([_proper(r, NAMES) for _ in range(r.choice((2, 3, 3, 4)))], "and", r),
+    "cities": lambda r: _series(
+        [_proper(r, CITIES) for _ in range(r.choice((3, 3, 4)))], r.choice(("and", "or")), r
+    ),
     "tasks": lambda r: _series(r.sample(TASKS, r.choice((2, 3))), "and", r),
     "num": lambda r: number_words(r.choice((r.randint(2, 20), r.randint(21, 99), r.randint(100, 999)))),
     "small": lambda r: number_words(r.randint(2, 12)),
@@ -153,6 +246,101 @@ QUESTIONS = _split(
     "from {city}?|Can you hear me?|Are you ready?|Is everything okay?|What do you think?|Where are you?",
     "|",
 )
+# more of everyday written English (session 14): family, dates, languages, streets, full names, lists of
+# other kinds than food, and "I"/"I'm" inside the sentence
+STATEMENTS += _split(
+    "My {relative} is coming to visit in {month}.|I'm having {meal} with {name} {surname} on {day}.|{name} "
+    "{surname} works at the {place} in {city}.|I usually go to the {place} on {day}s.|The {event} is on "
+    "{day} the {ordinal} of {month}.|My birthday is in {month}.|I'm sorry I missed your call.|I think "
+    "it's going to rain later.|I'm not sure what time it starts.|{name}'s {relative} lives in {country}.|"
+    "We have {num} days left.|I've got {small} tickets for the {event}.|The shop on {street} is closing "
+    "down.|I'm going to {city} for {small} days.|He was born on the {ordinal} of {month}.|I'll finish it "
+    "by {day}.|I'm learning {language} at the moment.|We spent most of {month} in {country}.|It takes "
+    "{small} hours to drive to {city}.|We live on {street} now.|I'm so happy for you.|I don't think "
+    "{name} knows yet.|That's not what I meant.|It was nice talking to you.|I'd love to come.|My "
+    "favourite colours are {colors}.|We saw {animals} on the farm.|The kids play {sports} after school.|"
+    "She teaches {subjects} at the school in {city}.|Pack your {clothes} tonight.|The {place} is open on "
+    "{days}.|We {verbs} all evening.|It was {adjs} in {city} last week.|I need to go to {places}.|My "
+    "{relative} speaks {language} and {language}.|{name} and I met in {city} in {year}.|I told {name} "
+    "that I'm busy on {day}.|{name} thinks I should call {mr}.|The tickets cost {num} pounds each.|Our "
+    "office moved to {street} in {month}.|The new {place} opens on the {ordinal} of {month}.|I'm "
+    "working from home on {days}.|The {event} went really well.|My phone number has changed.|I'll be "
+    "in {city} from {day} to {day}.|We're out of {food} again.|Everyone liked the {food} you made.",
+    "|",
+)
+QUESTIONS += _split(
+    "What time is the {event} on {day}?|How do I get to the {place} from here?|Do you know {name} "
+    "{surname}?|Did you go to {city} in {month}?|Where do you want to have {meal}?|Is it far from the "
+    "{place}?|Can we talk about the {event} later?|Why don't we meet at the {place} instead?|How about "
+    "{day} afternoon?|What about {name}?|Has {name} finished the report yet?|When does the {event} "
+    "start?|Who's going to {task}?|Are we still meeting on {day}?|Did I leave my {thing} at your place?|"
+    "Am I too late?|Is this seat taken?|How old is your {relative} now?|Where did you grow up?|What do "
+    "you do for a living?|Which day works for you, {day} or {day}?|Do you want to come with us to {city} "
+    "in {month}?|You're coming too, aren't you?|It's on {day}, isn't it?|How's your {relative} doing?|"
+    "What's the weather like in {city} in {month}?|Does the {place} on {street} open at {hour} on "
+    "{day}s?|Do you speak {language}?|Would you rather play {sports}?|Is {mr} still working at the "
+    "{place}?|How many people are coming on {day}?|Was it {adjs} in {country}?|Have you told {name} "
+    "about {month}?|Where can I buy {foods}?|What should I bring to the {event}?|Could I call you back "
+    "in {small} minutes?|Did {name} and {name} get home okay?|Can I ask you something?|Why is the "
+    "{place} closed on {day}?|Are you free on the {ordinal}?",
+    "|",
+)
+# clauses that open a sentence and take a comma after them ("When we got to the station, ...")
+INTROS = _split(
+    "When I got to the {place}|When we arrived in {city}|If you have time on {day}|If it rains "
+    "tomorrow|If you need anything|After the {event}|Before you leave|As soon as {name} gets here|"
+    "Because the {place} was closed|Although it was late|While you were at the {place}|Since you're "
+    "here|Once the {event} is over|By the time we got home|When I was in {country}|If {name} calls|After "
+    "we left the {place}|Before the {event} on {day}|Whenever I go to {city}|Even though I was tired|"
+    "Unless you hear from {name}|As I said|If I'm honest|When I'm in {city}|If the {place} is open|When "
+    "you see {name}|After {meal}|Before {month}|If we leave at {hour}|When the {event} finished",
+    "|",
+)
+# openers that are words and phrases, also followed by a comma
+TRANSITIONS = _split(
+    "However|Unfortunately|Luckily|Meanwhile|For example|In fact|Of course|To be honest|In the end|After "
+    "that|First of all|Besides|Otherwise|Finally|Still|Instead|Apparently|Basically|Personally|"
+    "Hopefully|Obviously|In any case|On the other hand|As a result",
+    "|",
+)
+# clauses that finish such a sentence, or join another with "but" / "so"
+MAINS = _split(
+    "I'll call you|we can go to the {place}|I'm staying at home|the {event} starts at {hour}|{name} will "
+    "pick you up|we should take the train|I'm not sure it's open|you can use my {thing}|I'll send you "
+    "the address|we'll meet at the {place} instead|she went straight to bed|he forgot his {thing}|the "
+    "kids were already asleep|I'll let you know|everything was fine|we had to wait for {small} hours|I "
+    "want to visit {city}|I'm really tired|they cancelled the {event}|it was too late|we took a taxi to "
+    "the {place}|{name} was still at work|I couldn't find my {thing}|the {place} was full|I'd like to "
+    "come with you|you should ask {name}|it costs {num} dollars|we bought {foods}|I'm meeting {name} on "
+    "{day}|the weather was {adjs}",
+    "|",
+)
+SUBORDINATORS = ("When", "If", "After", "Before", "As soon as", "Because", "While", "Once", "Unless", "Since")
+
+
+def _lower_start(clause: str) -> str:
+    return clause if clause.split()[0] in ("I", "I'm", "I'll", "I'd") else clause[0].lower() + clause[1:]
+
+
+def complex_sentence(rng: random.Random) -> str:
+    """A sentence of two clauses, punctuated as written English does it: a comma after an opening
+    clause or transition ("If you need anything, I'll call you."), none before a closing one ("I'll call
+    you if you need anything."), one before "but" / "so" joining two clauses."""
+    main = fill(rng.choice(MAINS), rng)
+    kind = rng.random()
+    if kind < 0.35:
+        return f"{fill(rng.choice(INTROS), rng)}, {main}."
+    if kind < 0.5:
+        return f"{rng.choice(TRANSITIONS)}, {main}."
+    if kind < 0.6:  # an opening clause before a question
+        return f"{fill(rng.choice(INTROS), rng)}, {_lower_first(fill(rng.choice(QUESTIONS), rng))}"
+    if kind < 0.8:
+        closing = [c for c in INTROS if c.startswith(SUBORDINATORS)]
+        return f"{main[0].upper()}{main[1:]} {_lower_start(fill(rng.choice(closing), rng))}."
+    second = fill(rng.choice(MAINS), rng)
+    return f"{main[0].upper()}{main[1:]}, {rng.choice(('but', 'but', 'so'))} {second}."
+
+
 # standalone lines of talk: greetings and thanks, no comma where English writes none. The one- and
 # two-word ones ("Let's go.", "Of course.") are drawn rarely: inside a final they taught the model that a
 # short imperative is a sentence of its own, and it split real commands ("Go forward. Ten meters.").
@@ -199,7 +387,9 @@ EXCLAIMS = _split(
 )
 
 _SLOT = re.compile(r"\{(\w+)\}")
-KEEP_CAPITAL = frozenset(NAMES + SURNAMES + CITIES + COUNTRIES + DAYS + MONTHS + ["Mr.", "Mrs."])
+KEEP_CAPITAL = frozenset(
+    NAMES + SURNAMES + CITIES + COUNTRIES + DAYS + MONTHS + LANGUAGES + ["Mr.", "Mrs.", "Dr."]
+)
 
 
 def fill(template: str, rng: random.Random) -> str:
@@ -210,7 +400,9 @@ def _lower_first(sentence: str) -> str:
     """The sentence with its first word in lower case, unless that word keeps its capital anywhere."""
     first = sentence.split()[0]
     word = first.rstrip(",.?!")
-    if word in KEEP_CAPITAL or word == "I" or word.startswith("I'"):
+    if word.endswith("'s"):
+        word = word[:-2]
+    if word in KEEP_CAPITAL or word in _proper_set() or word == "I" or word.startswith("I'"):
         return sentence
     return sentence[0].lower() + sentence[1:]
 
@@ -219,11 +411,13 @@ def sentence(rng: random.Random) -> str:
     """One spoken sentence: a statement, question, command or formula, sometimes with an opener or a
     vocative."""
     kind = rng.random()
-    if kind < 0.36:
+    if kind < 0.3:
         s = fill(rng.choice(STATEMENTS), rng)
+    elif kind < 0.42:
+        return complex_sentence(rng)
     elif kind < 0.66:
         s = fill(rng.choice(QUESTIONS), rng)
-    elif kind < 0.8:
+    elif kind < 0.78:
         s = fill(rng.choice(COMMANDS), rng)
     elif kind < 0.96:
         short = rng.random() < SHORT_FORMULA_SHARE
@@ -232,13 +426,13 @@ def sentence(rng: random.Random) -> str:
         return fill(rng.choice(EXCLAIMS), rng)
     extra = rng.random()
     if extra < 0.12:  # "David, can you ...?"
-        s = f"{rng.choice(NAMES)}, {_lower_first(s)}"
+        s = f"{_proper(rng, NAMES)}, {_lower_first(s)}"
     elif extra < 0.2:  # "... on Friday, Anna?"
-        s = f"{s[:-1]}, {rng.choice(NAMES)}{s[-1]}"
+        s = f"{s[:-1]}, {_proper(rng, NAMES)}{s[-1]}"
     elif extra < 0.32:  # "Yes, I ..." / "Well, ..."
         s = f"{rng.choice(OPENERS)}, {_lower_first(s)}"
     elif extra < 0.34:  # "Hi Maria, ..." written "Hi, Maria." as its own sentence (rare: two words)
-        s = f"{rng.choice(VOCATIVE_OPENERS)}, {rng.choice(NAMES)}. {s}"
+        s = f"{rng.choice(VOCATIVE_OPENERS)}, {_proper(rng, NAMES)}. {s}"
     return s
 
 
