@@ -19,6 +19,7 @@ native code, so every other thread of the daemon stalls that long.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 import threading
@@ -94,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"beam search (LM: {lm.name if lm.exists() else 'none'}): {len(utterances)} utterances of "
           f"{args.seconds:g} s, {per_search:.0f} ms each alone")  # fmt: skip
 
-    turn = iter(range(10**9))
+    turn = itertools.cycle(utterances)
 
     def search() -> None:
-        decoder.decode(utterances[next(turn) % len(utterances)])
+        decoder.decode(next(turn))
 
     switch_ms = sys.getswitchinterval() * 1e3
     print(f"probe: {args.probes} sleeps of 1 ms per phase; switch interval {switch_ms:g} ms")

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from model.training.text import number_words, year_words
+from model.training.text import WORDLIST, number_words, year_words
 
 
 def _split(text: str, sep: str | None = None) -> list[str]:
@@ -38,8 +38,13 @@ CITIES = _split(
 COUNTRIES = _split(
     "France Spain Italy Japan Canada Mexico Germany Ireland Portugal Brazil India Kenya Norway"
 )
-WORDLIST = Path("/usr/share/dict/american-english")  # Debian's wamerican (SCOWL, free licence)
 PROPER_SHARE = 0.5  # of {name}, {city} and {surname} draws: a proper noun from the word list instead
+
+
+@functools.cache
+def _wordlist_entries(wordlist: Path) -> tuple[str, ...]:
+    """The entries of ``wordlist`` (Debian's wamerican: SCOWL, free licence), empty where not installed."""
+    return tuple(wordlist.read_text(errors="replace").split()) if wordlist.exists() else ()
 
 
 @functools.cache
@@ -52,9 +57,7 @@ def proper_nouns(wordlist: Path = WORDLIST) -> tuple[str, ...]:
     teach it the word list's capital flag and the contexts ("in ...", "with ..."), not the words.
     Empty (the hand lists only) where the word list is not installed.
     """
-    if not wordlist.exists():
-        return ()
-    entries = wordlist.read_text(errors="replace").split()
+    entries = _wordlist_entries(wordlist)
     lower = {e for e in entries if e.islower()}
     return tuple(
         e for e in entries if re.fullmatch(r"[A-Z][a-z]{2,}", e) and e.lower() not in lower and e.isascii()
@@ -71,9 +74,7 @@ def plural_nouns(wordlist: Path = WORDLIST) -> tuple[str, ...]:
     """Short plurals of the word list (the entry and the entry less its "s" both listed in lower case):
     list items beyond the hand lists, so that list commas are learnt from the shape "a, b and c", not
     from the words of ``FOODS`` and ``THINGS``. Some are verbs ("runs"): a list of them is still a list."""
-    if not wordlist.exists():
-        return ()
-    lower = {e for e in wordlist.read_text(errors="replace").split() if e.islower() and e.isascii()}
+    lower = {e for e in _wordlist_entries(wordlist) if e.islower() and e.isascii()}
     return tuple(sorted(w for w in lower if 4 <= len(w) <= 9 and w.endswith("s") and w[:-1] in lower))
 
 
@@ -316,10 +317,7 @@ MAINS = _split(
     "|",
 )
 SUBORDINATORS = ("When", "If", "After", "Before", "As soon as", "Because", "While", "Once", "Unless", "Since")
-
-
-def _lower_start(clause: str) -> str:
-    return clause if clause.split()[0] in ("I", "I'm", "I'll", "I'd") else clause[0].lower() + clause[1:]
+CLOSINGS = [c for c in INTROS if c.startswith(SUBORDINATORS)]  # the opening clauses that can also close
 
 
 def complex_sentence(rng: random.Random) -> str:
@@ -335,8 +333,7 @@ def complex_sentence(rng: random.Random) -> str:
     if kind < 0.6:  # an opening clause before a question
         return f"{fill(rng.choice(INTROS), rng)}, {_lower_first(fill(rng.choice(QUESTIONS), rng))}"
     if kind < 0.8:
-        closing = [c for c in INTROS if c.startswith(SUBORDINATORS)]
-        return f"{main[0].upper()}{main[1:]} {_lower_start(fill(rng.choice(closing), rng))}."
+        return f"{main[0].upper()}{main[1:]} {_lower_first(fill(rng.choice(CLOSINGS), rng))}."
     second = fill(rng.choice(MAINS), rng)
     return f"{main[0].upper()}{main[1:]}, {rng.choice(('but', 'but', 'so'))} {second}."
 

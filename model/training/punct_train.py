@@ -32,6 +32,7 @@ from model.punctuation import (
 )
 from model.training import punct_data
 from model.training.punct_eval import Scores
+from model.training.text import WORDLIST
 
 log = logging.getLogger("streamer.punct")
 
@@ -43,7 +44,6 @@ SIZES = {
     # dilations 1..16: each word sees 32 words either side, a whole 1-3 sentence final
     "cnn-wide": PunctConfig(vocab_size=16000, dim=96, hidden=192, layers=5, char_buckets=8192, arch="cnn"),
 }
-WORDLIST = Path("/usr/share/dict/american-english")
 MARK_WEIGHTS = [1.0, 2.0, 1.0, 4.0, 2.0]  # none . , ? !
 _SENTENCE_END = {MARKS.index("."), MARKS.index("?"), MARKS.index("!")}
 # utterances with a question are repeated: questions are 0.4% of the training words but common in speech
