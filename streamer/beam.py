@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -145,15 +145,27 @@ class UtteranceBeamSearch:
     ) -> tuple[str, tuple[Word, ...]]:
         """``hotwords``: `streamer.grammar.Hotword` phrases to favour; pyctcdecode takes one weight for
         all, so the largest boost given applies."""
-        lp = np.asarray(utterance.log_probs, dtype=np.float32)
+        boosts = [(h.phrase, h.boost) for h in hotwords]
+        return self.decode_frames(utterance.log_probs, utterance.log_probs_start, frame_seconds, boosts)
+
+    def decode_frames(
+        self,
+        log_probs: np.ndarray,
+        start_s: float,
+        frame_seconds: float,
+        hotwords: Sequence[tuple[str, float]] = (),
+    ) -> tuple[str, tuple[Word, ...]]:
+        """``(text, words)`` of (frames, vocab) ``log_probs`` whose first frame starts at ``start_s``;
+        ``hotwords`` as ``(phrase, boost)`` pairs (plain data: what the search process receives)."""
+        lp = np.asarray(log_probs, dtype=np.float32)
         self.decoder.frame_s = frame_seconds
         extra = {}
         if hotwords:
             extra = {
-                "hotwords": [h.phrase for h in hotwords],
-                "hotword_weight": max(h.boost for h in hotwords),
+                "hotwords": [phrase for phrase, _ in hotwords],
+                "hotword_weight": max(boost for _, boost in hotwords),
             }
-        decoded = self.decoder.decode(lp, time_offset=utterance.log_probs_start, **extra)
+        decoded = self.decoder.decode(lp, time_offset=start_s, **extra)
         frame_confidence = np.exp(lp.max(axis=1))
         words = tuple(
             Word(

@@ -194,6 +194,11 @@ class DecoderSettings:
         min=0,
         max=1,
     )
+    search_process: bool = option(
+        True,
+        "run the finals' beam search in a child process (its own GIL: websockets, VAD and readable "
+        "formatting never wait for a search); false = in the inference thread",
+    )
 
 
 @dataclass

@@ -173,6 +173,7 @@ class RecognitionEngine:
                 stream.reset()
             wait_futures([stream.when_idle() for stream in streams], timeout)
         self.scheduler.stop(timeout)
+        self.finals.close()
 
     def __enter__(self) -> RecognitionEngine:
         self.start()

@@ -35,7 +35,8 @@ class FinalDecoder:
     """The finals' decoder of one engine: its beam search (None: greedy finals), built once."""
 
     def __init__(self, settings: Settings, vocab: Vocabulary, frame_seconds: float) -> None:
-        from streamer.beam import load_beam_search, make_beam_decoder
+        from streamer.beam import load_beam_search
+        from streamer.search_process import make_finals_search
 
         self.settings = settings
         self.vocab = vocab
@@ -44,11 +45,17 @@ class FinalDecoder:
             settings.decoder.method,
             settings.decoder.lm_path,
             settings.model.path,
-            lambda lm_path: make_beam_decoder(settings.decoder, vocab, lm_path),
+            lambda lm_path: make_finals_search(settings.decoder, vocab, lm_path),
             what="finals decoder",
         )
         self._plain_beam: Any = None  # hotwords without the beam search: a plain one, built on demand
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the beam search's child process, if it has one (it restarts on the next search)."""
+        close = getattr(self.beam, "close", None)
+        if close is not None:
+            close()
 
     def keeps_frames(self, decoding: DecodingOptions) -> bool:
         """Does a Final under ``decoding`` need its frames' log-probabilities (a re-decode)?"""
