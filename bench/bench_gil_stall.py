@@ -3,17 +3,21 @@
     .venv/bin/python bench/bench_gil_stall.py                 # embedded model and LM, 8 load-test sentences
     .venv/bin/python bench/bench_gil_stall.py --seconds 20 --probes 3000
 
-Why: in the daemon the engine's inference thread runs the finals' beam search (pyctcdecode + kenlm) while
-the event loop's thread serves every websocket (audio frames, Silero, readable formatting). A CPU-bound
-Python thread should hand the GIL over every ``sys.getswitchinterval()`` (5 ms). This bench measures
-whether it does: a probe thread sleeps 1 ms at a time and records how late it wakes, first alone (the
-reference, same run), then while another thread beam-searches real log-probs of the embedded model
-(load-test sentences spoken by espeak-ng, joined into ``--seconds`` long utterances) in a loop, then
-while the same thread runs a pure-Python loop (what the switch interval should give).
+Why: in the daemon the engine's inference thread asks for the finals' beam search (pyctcdecode + kenlm)
+while the event loop's thread serves every websocket (audio frames, Silero, readable formatting). Run in
+the inference thread, the search's Python competes for the GIL; run in its own process
+(``decoder.search_process``, the default), it cannot. Two probes run in the main thread, first alone (the
+reference, same run), then while another thread loops over one of:
+- the beam search in this process (``decoder.search_process = false``);
+- the same search in its child process (``streamer.search_process.BeamSearchProcess``: this thread only
+  waits on a pipe);
+- a pure-Python loop (what the switch interval alone gives).
 
-Printed: the probe's lateness p50 / p95 / p99 / max in each phase, and its p99 in units of the switch
-interval (1.0 = the interpreter's own bound). A p99 far above it means the search holds the GIL inside
-native code, so every other thread of the daemon stalls that long.
+The probes: a 1 ms sleep (how late it wakes), and formatting one 20-word final with the shipped
+punctuation model (its wall time: what ``conformer_format_seconds`` measures in the daemon; the numpy
+forward releases and retakes the GIL ~50 times). Utterances are the load-test sentences spoken by
+espeak-ng, joined into ``--seconds`` long pieces. Printed per phase: p50 / p95 / p99 / max in ms and the
+p99 in units of the switch interval (1.0 = the interpreter's own bound).
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from loadgen import synthesize_clips  # noqa: E402
 
 
-def lateness_ms(probes: int, busy: Callable[[], None] | None) -> np.ndarray:
-    """Wake-up lateness of ``probes`` 1 ms sleeps, with ``busy`` looping in another thread meanwhile."""
+def probe_ms(probe: Callable[[], float], probes: int, busy: Callable[[], None] | None) -> np.ndarray:
+    """``probes`` results of ``probe()`` (ms) in this thread, with ``busy`` looping in another meanwhile."""
     stop = threading.Event()
 
     def loop() -> None:
@@ -48,15 +52,11 @@ def lateness_ms(probes: int, busy: Callable[[], None] | None) -> np.ndarray:
     if thread:
         thread.start()
         time.sleep(0.05)
-    late = np.empty(probes)
-    for i in range(probes):
-        start = time.perf_counter()
-        time.sleep(0.001)
-        late[i] = (time.perf_counter() - start - 0.001) * 1e3
+    results = np.array([probe() for _ in range(probes)])
     stop.set()
     if thread:
         thread.join()
-    return late
+    return results
 
 
 def python_work() -> None:
@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from model.training.decoding import BeamDecoder
     from model.training.evaluation import load_model, log_probs
+    from streamer.config import Settings
+    from streamer.ctc_merge import Vocabulary
+    from streamer.readable import load_punctuator
+    from streamer.search_process import BeamSearchProcess
 
     torch.set_num_threads(1)
     model, vocab = load_model(args.model)
@@ -100,13 +104,49 @@ def main(argv: list[str] | None = None) -> int:
     def search() -> None:
         decoder.decode(next(turn))
 
+    tokens = sorted(vocab, key=vocab.get)
+    silent = {vocab[t] for t in tokens if len(t) > 1 and t != "|"}
+    child = BeamSearchProcess(
+        Vocabulary(tokens, vocab["<pad>"], vocab["|"], silent),
+        Settings().decoder,
+        str(lm) if lm.exists() else None,
+    )
+
+    def search_in_child() -> None:
+        child.decode_frames(next(turn), 0.0, 0.02)
+
+    punctuator = load_punctuator()
+    final_text = "when the train arrived maria picked up her bag and walked to the car where her brother waited for her"
+    final = final_text.split(" ")  # 20 words
+
+    def format_ms() -> float:
+        started = time.perf_counter()
+        punctuator.format_words(final)
+        return (time.perf_counter() - started) * 1e3
+
+    def sleep_late_ms() -> float:
+        started = time.perf_counter()
+        time.sleep(0.001)
+        return (time.perf_counter() - started) * 1e3 - 1.0
+
     switch_ms = sys.getswitchinterval() * 1e3
-    print(f"probe: {args.probes} sleeps of 1 ms per phase; switch interval {switch_ms:g} ms")
-    for name, busy in (("alone (reference)", None), ("beam search", search), ("pure Python", python_work)):
-        late = lateness_ms(args.probes, busy)
-        p50, p95, p99 = np.percentile(late, [50, 95, 99])
-        print(f"  {name:18s} lateness p50 {p50:7.2f}  p95 {p95:7.2f}  p99 {p99:7.2f}  max {late.max():7.2f} ms"
-              f"   p99 = {p99 / switch_ms:5.1f} x switch interval")  # fmt: skip
+    phases = (
+        ("alone (reference)", None),
+        ("search in thread", search),
+        ("search in process", search_in_child),
+        ("pure Python", python_work),
+    )
+    for probe_name, probe in (
+        ("1 ms sleep, lateness", sleep_late_ms),
+        ("formatting a 20-word final", format_ms),
+    ):
+        print(f"probe: {probe_name}, {args.probes} per phase; switch interval {switch_ms:g} ms")
+        for name, busy in phases:
+            ms = probe_ms(probe, args.probes, busy)
+            p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+            print(f"  {name:18s} p50 {p50:7.2f}  p95 {p95:7.2f}  p99 {p99:7.2f}  max {ms.max():7.2f} ms"
+                  f"   p99 = {p99 / switch_ms:5.1f} x switch interval")  # fmt: skip
+    child.close()
     return 0
 
 
