@@ -9,8 +9,9 @@ and blocks reading the answer, which releases the GIL; the search runs on anothe
 
 :class:`BeamSearchProcess` has the same ``decode_utterance`` as ``beam.UtteranceBeamSearch`` and gives
 the same results (tested). The child imports no torch (``model`` loads its exports lazily), so it costs
-the LM and the search, ~70 MB of RSS with the embedded model. A child that dies or hangs is replaced and the request retried once; if
-that fails too, the search moves into the calling thread for good (logged): a final is never lost to it.
+the LM and the search: ~70 MB of RSS with the embedded model. A child that dies or hangs is replaced and
+the request retried once; if that fails too, the search moves into the calling thread for good (logged):
+a final is never lost to it.
 Requests are serialized (one engine has one inference worker).
 """
 
