@@ -706,6 +706,37 @@ def test_dialogue_commas_after_opening_clauses_not_before_closing_ones():
     assert any(", but " in s for s in made) and any(", so " in s for s in made)
 
 
+def test_dialogue_written_shapes_keep_the_old_draws():
+    """The session-15 shapes: lists whose items carry their own determiner ("a kettle, two tents and some
+    eggs"), short time openers without a comma ("Yesterday we ..."), a name as the first word and
+    subject without a comma. They come from their own random stream: the sentences the generator drew
+    before them are all still there, in order."""
+    import random
+
+    from model.training import punct_dialogue as d
+
+    rng = random.Random(4)
+    made = [d.written_sentence(rng) for _ in range(1500)]
+    lists = [s for s in made if s.startswith(("We need a", "We need t", "I bought", "She ordered"))]
+    assert lists and any(s.count(",") >= 1 for s in lists)
+    assert not any(", and " in s or ", or " in s for s in lists)
+    openers = [s for s in made if s.startswith(("Yesterday ", "Last week ", "Tomorrow "))]
+    assert openers and not any(s.split()[0].endswith(",") or s.split()[1].endswith(",") for s in openers)
+    subjects = [s for s in made if s.split()[1] in ("speaks", "grows", "plays", "lives", "teaches")]
+    assert subjects and not any(s.split()[0].endswith(",") for s in subjects)
+
+    with_extra = [s for p in d.dialogue_paragraphs(200, seed=6) for s in p]
+    shares = d.WRITTEN_PER_STRETCH
+    d.WRITTEN_PER_STRETCH = (0,)
+    try:
+        without = [s for p in d.dialogue_paragraphs(200, seed=6) for s in p]
+    finally:
+        d.WRITTEN_PER_STRETCH = shares
+    assert len(with_extra) > len(without)
+    it = iter(with_extra)
+    assert all(any(s == t for t in it) for s in without)  # an ordered subsequence
+
+
 def test_training_hides_counts_of_some_unseen_words():
     """The training featurizer sees a share of out-of-vocabulary words without their training counts,
     as the served model sees a word the training text never held; word-list flags and in-vocabulary

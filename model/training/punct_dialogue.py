@@ -433,6 +433,102 @@ def sentence(rng: random.Random) -> str:
     return s
 
 
+# Session 15: shapes of everyday written English the development errors showed missing (lists of noun
+# phrases with their own determiners, a short time phrase opening a sentence without a comma, a name as
+# the subject of the first word, longer questions). Drawn from their own random stream
+# (``written_sentence``), so the draws of the templates above are unchanged.
+SINGULAR_THINGS = _split(
+    "kettle|tent|lamp|torch|sandwich|chair|blanket|toaster|mirror|pillow|bucket|ladder|suitcase|notebook|"
+    "towel|jar of honey|loaf of bread|bottle of water|bunch of flowers|pair of gloves|packet of biscuits|"
+    "cup of tea|box of matches|roll of tape|bag of rice|tin of paint|new battery|spare key|cheap radio|"
+    "small table|warm coat|sleeping bag",
+    "|",
+)
+QUANTITIES = _split("two|three|four|five|six|ten|twelve|some|a few|a couple of|lots of|a dozen", "|")
+
+
+def _plural(noun: str) -> str:
+    return f"{noun}es" if noun.endswith(("ch", "sh", "x", "s")) else f"{noun}s"
+
+
+def _noun_phrase(rng: random.Random) -> str:
+    """One list item with its own determiner: "a kettle", "two sleeping bags", "some tomatoes"."""
+    if rng.random() < 0.45:
+        thing = rng.choice(SINGULAR_THINGS)
+        return f"{'an' if thing[0] in 'aeiou' else 'a'} {thing}"
+    countable = [f for f in FOODS if f.endswith("s")] + CLOTHES + ANIMALS
+    plural = rng.choice(countable + [_plural(t) for t in SINGULAR_THINGS if " " not in t])
+    return f"{rng.choice(QUANTITIES)} {plural}"
+
+
+def _noun_phrases(rng: random.Random) -> str:
+    return _series(
+        [_noun_phrase(rng) for _ in range(rng.choice((2, 3, 3, 4)))], rng.choice(("and", "and", "or")), rng
+    )
+
+
+SLOTS["nps"] = _noun_phrases
+# short time phrases written without a comma before the clause they open ("Yesterday I ...")
+TIME_OPENERS = _split(
+    "Yesterday|Today|Tomorrow|Tonight|This morning|This evening|Last night|Last week|Last year|Next week|"
+    "Next month|Next year|On {day}|On {day} morning|In {month}|Every {day}|At the weekend|Later today|"
+    "Last {month}|Every summer|In {year}",
+    "|",
+)
+SUBJECT_CLAUSES = _split(
+    "I {past} the {thing}|we {past} the car at the {place}|I'm meeting {name} in {city}|we usually visit my "
+    "{relative}|I have to {task}|{name} is flying to {city}|my {relative} called from {country}|the "
+    "{place} is closed|we're going to {city}|I finally found my {thing}|{name} started a new job|it rained "
+    "all day in {city}|the kids are staying with {name}|I'll be working from home|we saw {name} at the "
+    "{event}|my {relative} is cooking {meal}|the {event} starts at {hour}|I stayed in and read a book",
+    "|",
+)
+PAST_VERBS = _split("lost found fixed cleaned sold painted borrowed returned moved washed")
+NAME_SUBJECT = _split(
+    "{name} speaks {language}, {language} and {language}.|{name} grows {foods} in the garden.|{name} "
+    "plays {sports} on {days}.|{name} lives in {city} with her {relative}.|{name} called me from {city} "
+    "last night.|{name} never eats {food} after {meal}.|{name} {surname} moved to {country} in {year}.|"
+    "{name} and her {relative} run a small {place} in {city}.|{name} wants {nps} for her birthday.|{name} "
+    "bought {nps} at the market.|{name} works at the {place} on {street}.|{name} teaches {subjects} in "
+    "{city}.",
+    "|",
+)
+NP_LISTS = _split(
+    "We need {nps}.|I bought {nps}.|She ordered {nps}.|Don't forget {nps}.|Could you bring {nps}?|We "
+    "packed {nps}.|The shop had no {food} left, only {nps}.|For the trip we took {nps}.|Did you see {nps} "
+    "in the {room}?|I found {nps} in the {room}.|He gave me {nps} for my birthday.|They sell {nps} at "
+    "the {place} on {street}.|Get {nps} on the way home, please.|My bag holds {nps}.",
+    "|",
+)
+LONG_QUESTIONS = _split(
+    "Do you think {name} will {task} before {day}?|Could you tell {name} that the {event} starts at "
+    "{hour}?|Have you asked {name} whether the {place} opens on {day}s?|Did anyone remember to {task} "
+    "while we were in {city}?|Would it be okay if I brought my {relative} to the {event}?|Where did "
+    "{name} say the {event} was going to be?|Why didn't anyone tell me the {place} was closed on {day}?|"
+    "Can you check if the {place} on {street} is still open?|What time did {name} leave the {place} last "
+    "night?|Which {place} did {name} recommend in {city}?|Do you want {nps} or just {food}?|Have you "
+    "finished the {thing} or do you need more time?|Are you going to {city} by train or by car?",
+    "|",
+)
+
+
+def written_sentence(rng: random.Random) -> str:
+    """One sentence of the session-15 shapes."""
+    kind = rng.random()
+    if kind < 0.3:
+        opener = fill(rng.choice(TIME_OPENERS), rng)
+        clause = fill(rng.choice(SUBJECT_CLAUSES).replace("{past}", rng.choice(PAST_VERBS)), rng)
+        return f"{opener} {clause}."
+    if kind < 0.55:
+        return fill(rng.choice(NAME_SUBJECT), rng)
+    if kind < 0.8:
+        return fill(rng.choice(NP_LISTS), rng)
+    return fill(rng.choice(LONG_QUESTIONS), rng)
+
+
+WRITTEN_PER_STRETCH = (0, 1, 1, 2, 2)  # session-15 sentences added to a stretch of talk (one drawn)
+
+
 def instructions(rng: random.Random) -> list[str]:
     """A run of 2-6 commands, as someone directing a robot or a driver says them."""
     return [fill(rng.choice(COMMANDS), rng) for _ in range(rng.randint(2, 6))]
@@ -446,10 +542,15 @@ def dialogue_paragraphs(
 ) -> Iterator[list[str]]:
     """``n`` stretches of talk of 4-10 sentences each; sentences for which ``keep`` is false are dropped."""
     rng = random.Random(seed)
+    extra = random.Random(seed * 7919 + 15)  # the session-15 sentences: their own stream
     for _ in range(n):
         if rng.random() < INSTRUCTION_SHARE:
             talk = [s for s in instructions(rng) if keep(s)]
         else:
             talk = [s for s in (sentence(rng) for _ in range(rng.randint(4, 10))) if keep(s)]
+            for _ in range(extra.choice(WRITTEN_PER_STRETCH)):
+                written = written_sentence(extra)
+                if keep(written):
+                    talk.insert(extra.randint(0, len(talk)), written)
         if talk:
             yield talk
