@@ -34,6 +34,7 @@ DECODER_METHODS = ("auto", "greedy", "beam")
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SearchResult = tuple[str, tuple[Word, ...]]  # (text, words)
 
 
 def _model_dir(model_path: str | None) -> Path:
@@ -121,24 +122,10 @@ def word_confidence(frame_confidence: np.ndarray, first: int, end: int) -> float
     return float(frames.mean()) if len(frames) else 0.0
 
 
-class UtteranceBeamSearch:
-    """``decode_utterance(utterance, frame_seconds) -> (text, words)`` over an utterance's kept frames."""
-
-    def __init__(self, vocab: Vocabulary, settings: Any, lm_path: str | None) -> None:
-        from model.training.decoding import BeamDecoder
-
-        self.vocab = vocab
-        self.decoder = BeamDecoder(
-            {t: i for i, t in enumerate(vocab.raw_tokens)},
-            lm_path,
-            alpha=settings.lm_weight,
-            beta=settings.word_score,
-            beam_width=settings.beam_width,
-            blank=vocab.raw_tokens[vocab.blank_id],
-            delimiter=vocab.raw_tokens[vocab.delimiter_id] if vocab.delimiter_id >= 0 else "|",
-            unknown_word_score=settings.unknown_word_score,
-            min_word_confidence=settings.min_word_confidence,
-        )
+class UtteranceSearch:
+    """A finals' search: ``decode_utterance(utterance, frame_seconds, hotwords) -> (text, words)`` over an
+    utterance's kept frames, answered by ``decode_frames`` (plain arrays and tuples, so that a child
+    process can answer it: `streamer.search_process.BeamSearchProcess`)."""
 
     def decode_utterance(
         self, utterance: Utterance, frame_seconds: float, hotwords: tuple[Any, ...] = ()
@@ -156,8 +143,33 @@ class UtteranceBeamSearch:
         hotwords: Sequence[tuple[str, float]] = (),
     ) -> tuple[str, tuple[Word, ...]]:
         """``(text, words)`` of (frames, vocab) ``log_probs`` whose first frame starts at ``start_s``;
-        ``hotwords`` as ``(phrase, boost)`` pairs (plain data: what the search process receives)."""
-        lp = np.asarray(log_probs, dtype=np.float32)
+        ``hotwords`` as ``(phrase, boost)`` pairs."""
+        return self._search(np.asarray(log_probs, dtype=np.float32), start_s, frame_seconds, list(hotwords))
+
+    def _search(self, lp: np.ndarray, start_s: float, frame_seconds: float, hotwords: list) -> SearchResult:
+        raise NotImplementedError
+
+
+class UtteranceBeamSearch(UtteranceSearch):
+    """The project's beam search (``model.training.decoding.BeamDecoder``) in the calling thread."""
+
+    def __init__(self, vocab: Vocabulary, settings: Any, lm_path: str | None) -> None:
+        from model.training.decoding import BeamDecoder
+
+        self.vocab = vocab
+        self.decoder = BeamDecoder(
+            {t: i for i, t in enumerate(vocab.raw_tokens)},
+            lm_path,
+            alpha=settings.lm_weight,
+            beta=settings.word_score,
+            beam_width=settings.beam_width,
+            blank=vocab.raw_tokens[vocab.blank_id],
+            delimiter=vocab.raw_tokens[vocab.delimiter_id] if vocab.delimiter_id >= 0 else "|",
+            unknown_word_score=settings.unknown_word_score,
+            min_word_confidence=settings.min_word_confidence,
+        )
+
+    def _search(self, lp: np.ndarray, start_s: float, frame_seconds: float, hotwords: list) -> SearchResult:
         self.decoder.frame_s = frame_seconds
         extra = {}
         if hotwords:

@@ -25,16 +25,20 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from streamer.beam import UtteranceBeamSearch, beam_search_installed, make_beam_decoder
-from streamer.ctc_merge import Utterance, Vocabulary
-from streamer.events import Word
+from streamer.beam import (
+    SearchResult,
+    UtteranceBeamSearch,
+    UtteranceSearch,
+    beam_search_installed,
+    make_beam_decoder,
+)
+from streamer.ctc_merge import Vocabulary
 
 log = logging.getLogger(__name__)
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # where the child imports ``streamer`` from
@@ -79,8 +83,8 @@ class SearchProcessError(RuntimeError):
     """The child did not answer: it died, hung, or never started."""
 
 
-class BeamSearchProcess:
-    """``decode_utterance(utterance, frame_seconds, hotwords)`` answered by a child process."""
+class BeamSearchProcess(UtteranceSearch):
+    """The beam search answered by a child process."""
 
     def __init__(self, vocab: Vocabulary, settings: Any, lm_path: str | None) -> None:
         self._args = (vocab, settings, lm_path)
@@ -122,7 +126,7 @@ class BeamSearchProcess:
             raise SearchProcessError(f"the search process exited (code {self._process.poll()})") from None
         raise SearchProcessError(f"the search process did not answer within {timeout_s:g} s")
 
-    def _ask(self, request: tuple) -> tuple[str, tuple[Word, ...]]:
+    def _ask(self, request: tuple) -> SearchResult:
         assert self._conn is not None
         try:
             self._conn.send(request)
@@ -133,15 +137,8 @@ class BeamSearchProcess:
             raise reply[1]
         return reply[1]
 
-    def decode_frames(
-        self,
-        log_probs: np.ndarray,
-        start_s: float,
-        frame_seconds: float,
-        hotwords: Sequence[tuple[str, float]] = (),
-    ) -> tuple[str, tuple[Word, ...]]:
-        """As ``UtteranceBeamSearch.decode_frames``, searched in the child."""
-        request = (np.asarray(log_probs, dtype=np.float32), start_s, frame_seconds, list(hotwords))
+    def _search(self, lp: np.ndarray, start_s: float, frame_seconds: float, hotwords: list) -> SearchResult:
+        request = (lp, start_s, frame_seconds, hotwords)
         with self._lock:
             if self._in_thread is not None:
                 return self._in_thread.decode_frames(*request)
@@ -159,12 +156,6 @@ class BeamSearchProcess:
                 self._stop()
                 self._in_thread = UtteranceBeamSearch(*self._args)
                 return self._in_thread.decode_frames(*request)
-
-    def decode_utterance(
-        self, utterance: Utterance, frame_seconds: float, hotwords: tuple[Any, ...] = ()
-    ) -> tuple[str, tuple[Word, ...]]:
-        boosts = [(h.phrase, h.boost) for h in hotwords]
-        return self.decode_frames(utterance.log_probs, utterance.log_probs_start, frame_seconds, boosts)
 
     @property
     def pid(self) -> int | None:
