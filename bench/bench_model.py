@@ -39,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model import Wav2Vec2ConformerConfig, Wav2Vec2ConformerForCTC, quantize_dynamic_int8
+from model.quantize import preferred_int8_engine
 
 LARGE = {
     "hidden_size": 1024,
@@ -350,7 +351,7 @@ def main() -> None:
         f"config: {kwargs['num_hidden_layers']} layers x {kwargs['hidden_size']}, {seconds:g} s audio, "
         f"{args.threads} threads, torch {torch.__version__}, transformers {transformers.__version__} "
         f"(attention: {reference.config._attn_implementation}); our dense layers: {ours.linear_route}; "
-        f"int8 engine {torch.backends.quantized.engine}"
+        f"int8 engine {preferred_int8_engine()} (what quantize_dynamic_int8 packs for)"
     )
 
     candidates: dict[str, Callable[[], Any]] = {
