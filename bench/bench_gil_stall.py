@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from model.tokenizer import Wav2Vec2CTCTokenizer
     from model.training.decoding import BeamDecoder
     from model.training.evaluation import load_model, log_probs
     from streamer.config import Settings
@@ -104,10 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     def search() -> None:
         decoder.decode(next(turn))
 
-    tokens = sorted(vocab, key=vocab.get)
-    silent = {vocab[t] for t in tokens if len(t) > 1 and t != "|"}
     child = BeamSearchProcess(
-        Vocabulary(tokens, vocab["<pad>"], vocab["|"], silent),
+        Vocabulary.from_tokenizer(Wav2Vec2CTCTokenizer.from_pretrained(str(model_dir))),
         Settings().decoder,
         str(lm) if lm.exists() else None,
     )

@@ -129,7 +129,7 @@ class UtteranceSearch:
 
     def decode_utterance(
         self, utterance: Utterance, frame_seconds: float, hotwords: tuple[Any, ...] = ()
-    ) -> tuple[str, tuple[Word, ...]]:
+    ) -> SearchResult:
         """``hotwords``: `streamer.grammar.Hotword` phrases to favour; pyctcdecode takes one weight for
         all, so the largest boost given applies."""
         boosts = [(h.phrase, h.boost) for h in hotwords]
@@ -141,13 +141,16 @@ class UtteranceSearch:
         start_s: float,
         frame_seconds: float,
         hotwords: Sequence[tuple[str, float]] = (),
-    ) -> tuple[str, tuple[Word, ...]]:
+    ) -> SearchResult:
         """``(text, words)`` of (frames, vocab) ``log_probs`` whose first frame starts at ``start_s``;
         ``hotwords`` as ``(phrase, boost)`` pairs."""
         return self._search(np.asarray(log_probs, dtype=np.float32), start_s, frame_seconds, list(hotwords))
 
     def _search(self, lp: np.ndarray, start_s: float, frame_seconds: float, hotwords: list) -> SearchResult:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the search holds outside this process (nothing here; the child process's does)."""
 
 
 class UtteranceBeamSearch(UtteranceSearch):

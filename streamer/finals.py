@@ -53,9 +53,8 @@ class FinalDecoder:
 
     def close(self) -> None:
         """Stop the beam search's child process, if it has one (it restarts on the next search)."""
-        close = getattr(self.beam, "close", None)
-        if close is not None:
-            close()
+        if self.beam is not None:
+            self.beam.close()
 
     def keeps_frames(self, decoding: DecodingOptions) -> bool:
         """Does a Final under ``decoding`` need its frames' log-probabilities (a re-decode)?"""

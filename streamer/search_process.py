@@ -141,7 +141,7 @@ class BeamSearchProcess(UtteranceSearch):
         request = (lp, start_s, frame_seconds, hotwords)
         with self._lock:
             if self._in_thread is not None:
-                return self._in_thread.decode_frames(*request)
+                return self._in_thread._search(*request)
             try:
                 if self._process is None:  # closed by the engine's stop: a later search restarts it
                     self._start()
@@ -155,7 +155,7 @@ class BeamSearchProcess(UtteranceSearch):
                 log.error("beam search: %s; searching in the inference thread from now on", second)
                 self._stop()
                 self._in_thread = UtteranceBeamSearch(*self._args)
-                return self._in_thread.decode_frames(*request)
+                return self._in_thread._search(*request)
 
     @property
     def pid(self) -> int | None:
@@ -181,7 +181,8 @@ class BeamSearchProcess(UtteranceSearch):
                 process.wait(timeout=2.0)
 
     def close(self) -> None:
-        """Stop the child (idempotent); the engine calls this when it stops."""
+        """Stop the child (idempotent; the next search starts a new one); the engine calls this when it
+        stops."""
         with self._lock:
             self._stop()
 
@@ -193,11 +194,10 @@ class BeamSearchProcess(UtteranceSearch):
 def make_finals_search(settings: Any, vocab: Vocabulary, lm_path: str | None) -> Any:
     """The finals' beam search with the LM at ``lm_path``: in a child process when
     ``decoder.search_process`` is on (the default), else in the calling thread."""
-    if not settings.search_process:
-        return make_beam_decoder(settings, vocab, lm_path)
-    if not beam_search_installed():
-        return make_beam_decoder(settings, vocab, lm_path)  # raises its clear "needs the lm extra" error
-    return BeamSearchProcess(vocab, settings, lm_path)
+    if settings.search_process and beam_search_installed():
+        return BeamSearchProcess(vocab, settings, lm_path)
+    # in this thread; without the lm extra this raises its clear "needs the lm extra" error
+    return make_beam_decoder(settings, vocab, lm_path)
 
 
 if __name__ == "__main__":  # the child: python -m streamer.search_process FD

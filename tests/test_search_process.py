@@ -26,13 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def log_probs_and_vocab() -> tuple[np.ndarray, Vocabulary]:
     """The embedded model's (frames, vocab) log-probs of the hello-world recording, and its vocabulary."""
     from model.audio import load_audio
+    from model.hub import default_model_dir
+    from model.tokenizer import Wav2Vec2CTCTokenizer
     from model.training.evaluation import load_model, log_probs
 
-    model, vocab = load_model(None)
-    tokens = sorted(vocab, key=vocab.get)
-    silent = {vocab[t] for t in tokens if len(t) > 1 and t != "|"}
+    model, _ = load_model(None)
     audio = load_audio(str(ROOT / "tests" / "data" / "hello_world.wav"), 16000)
-    return log_probs(model, audio), Vocabulary(tokens, vocab["<pad>"], vocab["|"], silent)
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(default_model_dir()))
+    return log_probs(model, audio), Vocabulary.from_tokenizer(tokenizer)
 
 
 @pytest.fixture
