@@ -92,6 +92,27 @@ def test_few_steps_lower_loss_and_resume(tmp_path) -> None:
     assert again["state"]["step"] == 32  # resumed, not restarted
 
 
+def test_cpu_bf16_autocast_trains_in_bf16_with_fp32_weights_and_lowers_the_loss(tmp_path) -> None:
+    """``cpu_bf16`` runs the forward in bf16 on CPU (matmul outputs are bf16), keeps the weights fp32, and
+    the tiny model still learns."""
+    _tiny_corpus(tmp_path)
+    cfg = _quick_run_config("bf16", TINY, cpu_bf16=True)
+    torch.manual_seed(0)
+    out = trainer.train(cfg, tmp_path, max_steps_now=30, progress=False)
+    losses = [r["loss"] for r in _train_log(out) if "loss" in r]
+    assert len(losses) == 30 and all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])
+    weights = torch.load(out["run_dir"] / "last.pt", weights_only=False)["model"]
+    assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())
+    run = trainer.TrainingRun.__new__(trainer.TrainingRun)
+    run.cfg, run.device = cfg, torch.device("cpu")
+    with run.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    run.cfg = _quick_run_config("fp32", TINY)
+    with run.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
 @pytest.mark.parametrize("backend", ["ours"])
 def test_export_layout(tmp_path, backend) -> None:
     cfg = trainer.TrainConfig(model=TINY)
