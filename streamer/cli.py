@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "punctuate and true-case lower-case transcripts (stdin lines -> stdout lines)",
     ),
     "train-punct": ("train_punct", "train the punctuation and casing model"),
+    "average-weights": ("average_weights", "interpolate the weights of two exported models"),
 }
 
 
