@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_punctuation.py                       # the embedded model
     .venv/bin/python bench/bench_punctuation.py --model DIR --model DIR2 --mobydick 3000
+    .venv/bin/python bench/bench_punctuation.py --model DIR --dev-only --cache EXAMPLES.pkl --errors 40
 
 Sets (none of them is training text, see model/pretrained/punct-en/README.md):
 - mobydick: Melville's Moby-Dick (r-cran-tokenizers, public domain), a source and author the model never
@@ -13,7 +14,10 @@ Sets (none of them is training text, see model/pretrained/punct-en/README.md):
 - eval/real: the lower-cased reference transcripts of ../shared/eval/real, with readable references
   in bench/data/eval_real_readable.tsv;
 - dev-writ: bench/data/punct_dev_written.txt, a DEVELOPMENT set written in session 14 like the written
-  set (names, places, dates, lists, opening clauses): to compare candidates on, not a held-out figure.
+  set (names, places, dates, lists, opening clauses): to compare candidates on, not a held-out figure;
+- dev-short: bench/data/punct_dev_short.txt, a DEVELOPMENT set written in session 16: 1-8 word commands,
+  answers, questions and number strings, so that a model that drops or adds periods on short finals
+  (as session 15's cnn-wide did) shows it before any held-out figure.
 Printed per set and system (rule baseline = capitalize the first word, end with a period): F1 of
 ``.``, ``,``, ``?``, case accuracy per word; then milliseconds per 20-word final on one thread
 (median of --repeats), as a ratio to the baseline measured in the same run and as a fraction of the 5 ms
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import pickle
 import statistics
 import subprocess
 import sys
@@ -39,13 +44,15 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from model.punctuation import DEFAULT_DIR, Punctuator, strip_format  # noqa: E402
+from model.punctuation import DEFAULT_DIR, Punctuator, render, strip_format  # noqa: E402
 from model.training import punct_data  # noqa: E402
 from model.training.punct_eval import Scores, rule_baseline, score  # noqa: E402
 
 WRITTEN = ROOT / "bench" / "data" / "punct_heldout.txt"
 # a development set (session 14): written like the held-out set, but there to compare candidates on
 WRITTEN_DEV = ROOT / "bench" / "data" / "punct_dev_written.txt"
+# a development set (session 16): short spoken finals (1-8 words), where a period regression shows first
+SHORT_DEV = ROOT / "bench" / "data" / "punct_dev_short.txt"
 REAL_READABLE = ROOT / "bench" / "data" / "eval_real_readable.tsv"
 REAL_TSV = ROOT.parent / "shared" / "eval" / "real" / "transcripts.tsv"
 BUDGET_MS = 5.0
@@ -76,6 +83,29 @@ def real_set() -> list[punct_data.Example]:
         assert ex is not None and " ".join(ex.words) == text.lower(), (key, ex)
         out.append(ex)
     return out
+
+
+def dev_examples(cache: Path | None) -> dict[str, list[punct_data.Example]]:
+    """The development sets (never held out): the two written here, and with ``cache`` the training
+    data's development cut and the talk-like set that ``train-punct`` selects and calibrates on."""
+    sets = {"dev-writ": written_set(WRITTEN_DEV), "dev-short": written_set(SHORT_DEV)}
+    if cache is not None:
+        with cache.open("rb") as f:
+            dev = pickle.load(f)[: punct_data.DEV_SIZE]
+        sets["dev"] = dev
+        sets["talk-dev"] = punct_data.talk_dev_examples(dev)
+    return sets
+
+
+def print_errors(predict, examples: list[punct_data.Example], limit: int) -> None:
+    """Reference and output of the first ``limit`` wrong finals (development sets only)."""
+    shown = 0
+    for ex in examples:
+        cases, marks = predict(list(ex.words))
+        if shown < limit and (list(cases) != list(ex.cases) or list(marks) != list(ex.marks)):
+            print("    REF", " ".join(render(ex.words, ex.cases, ex.marks)))
+            print("    HYP", " ".join(render(ex.words, cases, marks)))
+            shown += 1
 
 
 def through_cli(examples: list[punct_data.Example], model: Path) -> Scores:
@@ -118,16 +148,29 @@ def main(argv=None) -> int:
     p.add_argument("--mobydick", type=int, default=0, help="Moby-Dick finals to score (default: all)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--cost-only", action="store_true", help="only the cost per final (no accuracy tables)")
+    p.add_argument(
+        "--dev-only",
+        action="store_true",
+        help="score the development sets only (to pick a candidate before looking at held-out figures)",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        help="training-utterance pickle (train-punct --cache): adds its development cut and the talk-like set",
+    )
+    p.add_argument("--errors", type=int, default=0, help="print up to N wrong finals per DEVELOPMENT set")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     models = args.model or [DEFAULT_DIR]
 
     sets: dict[str, list[punct_data.Example]] = {}
-    sets["mobydick"] = punct_data.heldout_examples(limit=args.mobydick or None)
-    sets["harvard"] = punct_data.heldout_examples(source="harvard")
-    sets["written"] = written_set()
-    sets["eval/real"] = real_set()
-    sets["dev-writ"] = written_set(WRITTEN_DEV)  # development, not held out
+    if not args.dev_only:
+        sets["mobydick"] = punct_data.heldout_examples(limit=args.mobydick or None)
+        sets["harvard"] = punct_data.heldout_examples(source="harvard")
+        sets["written"] = written_set()
+        sets["eval/real"] = real_set()
+    dev_sets = dev_examples(args.cache)
+    sets.update(dev_sets)
     for name, examples in sets.items():
         print(f"{name}: {len(examples)} finals, {sum(len(e.words) for e in examples)} words")
 
@@ -149,6 +192,8 @@ def main(argv=None) -> int:
                 f"{name:10s} {label:28s} {s['period_f1']:7.3f} {s['comma_f1']:7.3f} "
                 f"{s['question_f1']:8.3f} {s['case_accuracy']:7.4f}"
             )
+            if args.errors and name in dev_sets and label != "rule baseline":
+                print_errors(predict, examples, args.errors)
             if label != "rule baseline":
                 failures += [
                     f"{label} {name} {k} {s[k]:.3f} < {GOALS[k]}"
@@ -163,6 +208,8 @@ def main(argv=None) -> int:
                     f"{s['question_f1']:8.3f} {s['case_accuracy']:7.4f}"
                 )
 
+    if args.dev_only:  # picking a candidate: accuracy on the development sets only
+        return 0
     # cost per 20-word final, one thread
     finals = []
     pool = [w for e in sets["mobydick"][:2000] for w in e.words]
