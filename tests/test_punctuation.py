@@ -694,6 +694,21 @@ def test_served_end_offset_moves_the_last_word_only():
     assert np.all(NumpyPunctModel(state, shifted).end_mark_b == np.array([0, 0, 0, 100, 0], dtype=np.float32))
 
 
+def test_short_finals_are_whole_short_sentences_outside_the_short_dev_set():
+    """The session-16 source: one generated line per final ("Hi, Chloe. Where ...?" is one), 1-8 words,
+    each ending with a sentence mark, and none of them a final of bench/data/punct_dev_short.txt."""
+    from model.training import punct_data
+
+    examples = punct_data.short_examples(60)
+    ends = {MARKS.index(m) for m in ".?!"}
+    assert len(examples) > 200 and any(len(e.words) == 1 for e in examples)
+    assert all(1 <= len(e.words) <= punct_data.SHORT_MAX_WORDS for e in examples)
+    assert all(e.marks[-1] in ends for e in examples)
+    lines = [ln for ln in punct_data.SHORT_DEV.read_text().splitlines() if ln and not ln.startswith("#")]
+    dev = {punct_data.label_sentence(ln).words for ln in lines}
+    assert ("stop",) in dev and not dev & {e.words for e in examples}
+
+
 def test_numpy_model_adds_the_case_offset():
     """``case_bias`` from config.json shifts the served case logits (as ``mark_bias`` shifts the marks)."""
     import numpy as np

@@ -53,12 +53,14 @@ CALIBRATION_GRID = tuple(k / 2 for k in range(-10, 11))  # -5 .. 5 in steps of 0
 CASE_CALIBRATION_GRID = tuple(k / 4 for k in range(-8, 9))  # -2 .. 2 in steps of 0.25
 
 
-def load_examples(cache: Path | None) -> list[punct_data.Example]:
+def load_examples(cache: Path | None, short_stretches: int = 0) -> list[punct_data.Example]:
+    """The training utterances (the first ``DEV_SIZE`` are the development cut), from ``cache`` if it
+    exists (built with the ``short_stretches`` it was built with), else built and written there."""
     if cache is not None and cache.exists():
         with cache.open("rb") as f:
             return pickle.load(f)
     t0 = time.monotonic()
-    examples = punct_data.training_examples()
+    examples = punct_data.training_examples(short_stretches=short_stretches)
     log.info("%d training utterances in %.0f s", len(examples), time.monotonic() - t0)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -197,12 +199,13 @@ def train(
     batch_words: int = 6144,
     lr: float = 4e-3,
     init: Path | None = None,
+    short_stretches: int = 0,
 ) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     rng = random.Random(seed)
     config = SIZES[size]
-    examples = load_examples(cache)
+    examples = load_examples(cache, short_stretches)
     dev, train_set = examples[: punct_data.DEV_SIZE], examples[punct_data.DEV_SIZE :]
     if init is not None:  # the embedding rows belong to the saved model's words
         vocab = (init / "vocab.txt").read_text().split("\n")[: config.vocab_size]
@@ -273,6 +276,7 @@ def train(
         "epochs": epoch,
         "train_minutes": round((time.monotonic() - t0) / 60, 1),
         "continued_from": str(init) if init else None,
+        "short_stretches": short_stretches,
         "train_utterances": len(train_set),
         "dev": {k: round(v, 4) for k, v in dev_scores(model, dev_data, dev).items()},
         "talk_dev": {k: round(v, 4) for k, v in dev_scores(model, talk_data, talk).items()},

@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch-words", type=int, default=6144, help="words per training batch")
     parser.add_argument("--init", type=Path, default=None, help="continue from this saved model (same size)")
+    parser.add_argument(
+        "--short-stretches",
+        type=int,
+        default=0,
+        help="add the short one-sentence finals of this many generated stretches of talk (when building --cache)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_words=args.batch_words,
         init=args.init,
+        short_stretches=args.short_stretches,
     )
     print(json.dumps(result, indent=2))
     return 0
