@@ -52,17 +52,14 @@ class PunctConfig:
     mark_bias: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
     # added to the case logits (lower, Capitalized, UPPER), chosen the same way (punct_train.calibrate_case)
     case_bias: tuple[float, ...] = (0.0, 0.0, 0.0)
-    # added to the mark logits of a final's LAST word only, on top of mark_bias (punct_train.calibrate_end):
-    # a final nearly always ends a sentence, but the model, trained on 10% fragments, leaves short ones
-    # ("Stop", "Which one") without an end mark
-    end_mark_bias: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
 
     @classmethod
     def from_dict(cls, d: dict) -> PunctConfig:
         values = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        for key in ("mark_bias", "case_bias", "end_mark_bias"):
-            if key in values:
-                values[key] = tuple(float(x) for x in values[key])
+        if "mark_bias" in values:
+            values["mark_bias"] = tuple(float(x) for x in values["mark_bias"])
+        if "case_bias" in values:
+            values["case_bias"] = tuple(float(x) for x in values["case_bias"])
         return cls(**values)
 
 
@@ -279,7 +276,6 @@ class NumpyPunctModel:
         self.case_b = f32["case_head.bias"] + np.asarray(config.case_bias, dtype=np.float32)
         self.mark_w = f32["mark_head.weight"].T.copy()
         self.mark_b = f32["mark_head.bias"] + np.asarray(config.mark_bias, dtype=np.float32)
-        self.end_mark_b = np.asarray(config.end_mark_bias, dtype=np.float32)  # the final's last word only
 
     def __call__(self, ids: np.ndarray, grams: np.ndarray, lex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One utterance: ids (T,), grams (T, 6), lex (T, 8) -> case logits (T, 3), mark logits (T, 5)."""
@@ -414,8 +410,6 @@ class Punctuator:
             a = max(0, start - self.overlap)
             b = min(n, start + step + self.overlap) if n > self.chunk else n
             case_logits, mark_logits = self._logits(words[a:b])
-            if b == n:
-                mark_logits[-1] += self.model.end_mark_b
             c, m = case_logits.argmax(-1).tolist(), mark_logits.argmax(-1).tolist()
             keep_to = b if b == n else min(b, start + step)
             for k in range(start, keep_to):

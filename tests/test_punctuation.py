@@ -647,53 +647,6 @@ def test_case_calibration_lowers_capitals_only_when_it_helps():
     assert calibrate_case(right, data, examples) == (0.0, 0.0, 0.0)
 
 
-def test_end_offset_calibration_ends_short_finals():
-    """A model that leaves a final's last word without a mark (none beats "." by 1.5 logits everywhere)
-    gets an end-of-final "." offset above 1.5, and the words inside the finals keep no mark."""
-    import torch
-
-    from model.punctuation import Featurizer, Lexicon, PunctConfig
-    from model.training.punct_data import Example
-    from model.training.punct_train import Encoded, calibrate_end, predict_all
-
-    class Unsure(torch.nn.Module):
-        config = PunctConfig(vocab_size=10, dim=4, hidden=4, layers=1, char_buckets=16)
-
-        def forward(self, ids, grams, lex, lengths):
-            marks = torch.full((*ids.shape, len(MARKS)), -9.0)
-            marks[..., 0], marks[..., MARKS.index(".")] = 0.0, -1.5
-            return torch.zeros(*ids.shape, 3), marks
-
-    model = Unsure()
-    period = MARKS.index(".")
-    examples = [Example(("stop",), (1,), (period,)), Example(("keep", "going"), (1, 0), (0, period))] * 10
-    data = Encoded(examples, Featurizer(["<pad>", "<unk>"], Lexicon({}), model.config))
-    bias = calibrate_end(model, data, examples)
-    assert bias[period] > 1.5 and all(b == 0 for i, b in enumerate(bias) if i != period), bias
-    model.config = PunctConfig(vocab_size=10, dim=4, hidden=4, layers=1, char_buckets=16, end_mark_bias=bias)
-    assert [m for _, m in predict_all(model, data)] == [list(e.marks) for e in examples]
-
-
-def test_served_end_offset_moves_the_last_word_only():
-    """``end_mark_bias`` from config.json shifts the mark logits of the final's last word, nothing else."""
-    import numpy as np
-    import torch
-
-    from model.punctuation import Featurizer, Lexicon, NumpyPunctModel, PunctConfig, PunctModel, Punctuator
-
-    torch.manual_seed(0)
-    config = PunctConfig(vocab_size=10, dim=4, hidden=4, layers=2, char_buckets=16, arch="cnn")
-    state = {k: v.numpy() for k, v in PunctModel(config).state_dict().items()}
-    shifted = PunctConfig.from_dict({**config.__dict__, "end_mark_bias": [0, 0, 0, 100, 0]})
-    assert isinstance(shifted.end_mark_bias, tuple)
-    featurizer = Featurizer(["<pad>", "<unk>", "go", "home"], Lexicon({}), config)
-    words = ["go", "home", "now", "go", "home"]
-    _, plain = Punctuator(NumpyPunctModel(state, config), featurizer).predict(words)
-    _, moved = Punctuator(NumpyPunctModel(state, shifted), featurizer).predict(words)
-    assert moved[-1] == MARKS.index("?") and moved[:-1] == plain[:-1]
-    assert np.all(NumpyPunctModel(state, shifted).end_mark_b == np.array([0, 0, 0, 100, 0], dtype=np.float32))
-
-
 def test_short_finals_are_whole_short_sentences_outside_the_short_dev_set():
     """The session-16 source: one generated line per final ("Hi, Chloe. Where ...?" is one), 1-8 words,
     each ending with a sentence mark, and none of them a final of bench/data/punct_dev_short.txt."""

@@ -173,8 +173,6 @@ def predict_all(model: PunctModel, data: Encoded) -> list[tuple[list[int], list[
         inputs, _, _ = data.batch(group)
         case_logits, mark_logits = model(*inputs)
         mark_logits = mark_logits + torch.tensor(model.config.mark_bias)
-        last = torch.tensor([len(data.rows[i]) - 1 for i in group])
-        mark_logits[torch.arange(len(group)), last] += torch.tensor(model.config.end_mark_bias)
         case_logits = case_logits + torch.tensor(model.config.case_bias)
         cases, marks = case_logits.argmax(-1).tolist(), mark_logits.argmax(-1).tolist()
         for k, i in enumerate(group):
@@ -266,9 +264,8 @@ def train(
     best, best_state = _checkpoint(model, dev_sets, best, best_state, step)
     model.load_state_dict(best_state)
     model.eval()
-    logits = _dev_logits(model, talk_data)  # offsets move no logit: computed once for all three
+    logits = _dev_logits(model, talk_data)  # offsets move no logit: computed once for both
     model.config.mark_bias = calibrate(model, talk_data, talk, logits)
-    model.config.end_mark_bias = calibrate_end(model, talk_data, talk, logits)
     model.config.case_bias = calibrate_case(model, talk_data, talk, logits)
     extra = {
         "size": size,
@@ -370,31 +367,6 @@ def calibrate(
     return tuple(float(x) for x in bias)
 
 
-def last_words(examples: list[punct_data.Example]) -> np.ndarray:
-    """(N,) true at the last word of each final, the words of ``examples`` laid end to end."""
-    return np.concatenate([np.arange(len(e.words)) == len(e.words) - 1 for e in examples])
-
-
-def calibrate_end(
-    model: PunctModel, data: Encoded, examples: list[punct_data.Example], logits: Logits | None = None
-) -> tuple[float, ...]:
-    """Mark offsets for the last word of a final, on top of ``mark_bias`` (call after ``calibrate``).
-
-    A final is nearly always a sentence end, and a recognizer's endpointer cuts at a pause; but the
-    training finals include 10% fragments cut anywhere, and the convolutions see the zero padding after a
-    final as they see it after a fragment, so short finals ("Stop", "Which one") often got no end mark.
-    Chosen on the same development set as the other offsets, with the same objective; 0 unless it helps.
-    """
-    _, flat = logits if logits is not None else _dev_logits(model, data)
-    ref = np.concatenate([np.array(e.marks) for e in examples])
-    shifted = flat + np.asarray(model.config.mark_bias, dtype=np.float32)
-    last = last_words(examples)[:, None]
-    base = mark_objective(shifted, ref)
-    bias, best = search_offsets(len(MARKS), lambda b: base(last * b), CALIBRATION_GRID)
-    log.info("calibrated end-of-final mark offsets %s (dev objective %.4f)", bias.round(2).tolist(), best)
-    return tuple(float(x) for x in bias)
-
-
 def calibrate_case(
     model: PunctModel, data: Encoded, examples: list[punct_data.Example], logits: Logits | None = None
 ) -> tuple[float, ...]:
@@ -407,8 +379,7 @@ def calibrate_case(
     """
     flat, mark_logits = logits if logits is not None else _dev_logits(model, data)
     ref = np.concatenate([np.array(e.cases) for e in examples])
-    end = last_words(examples)[:, None] * np.asarray(model.config.end_mark_bias, dtype=np.float32)
-    marks = (mark_logits + np.asarray(model.config.mark_bias, dtype=np.float32) + end).argmax(-1)
+    marks = (mark_logits + np.asarray(model.config.mark_bias, dtype=np.float32)).argmax(-1)
     first = np.concatenate([np.arange(len(e.words)) == 0 for e in examples])
     is_i = np.concatenate([[w.lower() in _CONTRACTIONS_OF_I for w in e.words] for e in examples])
     objective = case_objective(flat, ref, marks, is_i, first)
@@ -417,16 +388,14 @@ def calibrate_case(
     return tuple(float(x) for x in bias)
 
 
-def calibrate_saved(model_dir: Path, cache: Path | None, end: bool = True) -> dict:
-    """Calibrate a saved model in place (its config.json gets ``mark_bias``, ``end_mark_bias`` (zero
-    unless ``end``), ``case_bias`` and fresh dev figures)."""
+def calibrate_saved(model_dir: Path, cache: Path | None) -> dict:
+    """Calibrate a saved model in place (its config.json gets ``mark_bias`` and fresh dev figures)."""
     import json
 
     from safetensors.torch import load_file
 
     config = PunctConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
     config.mark_bias = (0.0,) * len(MARKS)
-    config.end_mark_bias = (0.0,) * len(MARKS)
     config.case_bias = (0.0,) * len(CASES)
     model = PunctModel(config)
     model.load_state_dict({k: v.float() for k, v in load_file(str(model_dir / "model.safetensors")).items()})
@@ -437,14 +406,11 @@ def calibrate_saved(model_dir: Path, cache: Path | None, end: bool = True) -> di
     dev_data = Encoded(dev, featurizer)
     talk = punct_data.talk_dev_examples(dev)
     talk_data = Encoded(talk, featurizer)
-    logits = _dev_logits(model, talk_data)  # offsets move no logit: computed once for all three
+    logits = _dev_logits(model, talk_data)  # offsets move no logit: computed once for both
     model.config.mark_bias = calibrate(model, talk_data, talk, logits)
-    if end:
-        model.config.end_mark_bias = calibrate_end(model, talk_data, talk, logits)
     model.config.case_bias = calibrate_case(model, talk_data, talk, logits)
     meta = json.loads((model_dir / "config.json").read_text())
     meta["mark_bias"] = list(model.config.mark_bias)
-    meta["end_mark_bias"] = list(model.config.end_mark_bias)
     meta["case_bias"] = list(model.config.case_bias)
     meta["dev"] = {k: round(v, 4) for k, v in dev_scores(model, dev_data, dev).items()}
     meta["talk_dev"] = {k: round(v, 4) for k, v in dev_scores(model, talk_data, talk).items()}
