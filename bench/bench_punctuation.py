@@ -48,11 +48,11 @@ from model.punctuation import DEFAULT_DIR, Punctuator, render, strip_format  # n
 from model.training import punct_data  # noqa: E402
 from model.training.punct_eval import Scores, rule_baseline, score  # noqa: E402
 
-WRITTEN = ROOT / "bench" / "data" / "punct_heldout.txt"
+WRITTEN = punct_data.WRITTEN_HELDOUT
 # a development set (session 14): written like the held-out set, but there to compare candidates on
 WRITTEN_DEV = ROOT / "bench" / "data" / "punct_dev_written.txt"
 # a development set (session 16): short spoken finals (1-8 words), where a period regression shows first
-SHORT_DEV = ROOT / "bench" / "data" / "punct_dev_short.txt"
+SHORT_DEV = punct_data.SHORT_DEV
 REAL_READABLE = ROOT / "bench" / "data" / "eval_real_readable.tsv"
 REAL_TSV = ROOT.parent / "shared" / "eval" / "real" / "transcripts.tsv"
 BUDGET_MS = 5.0
@@ -61,8 +61,7 @@ GOALS_CHECKED = {"mobydick": tuple(GOALS), "harvard": ("period_f1", "case_accura
 
 
 def written_set(path: Path = WRITTEN) -> list[punct_data.Example]:
-    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    return [e for e in (punct_data.label_sentence(ln) for ln in lines) if e is not None]
+    return punct_data.labelled_lines(path)
 
 
 def real_set() -> list[punct_data.Example]:

@@ -657,8 +657,7 @@ def test_short_finals_are_whole_short_sentences_outside_the_short_dev_set():
     assert len(examples) > 200 and any(len(e.words) == 1 for e in examples)
     assert all(1 <= len(e.words) <= punct_data.SHORT_MAX_WORDS for e in examples)
     assert all(e.marks[-1] in ends for e in examples)
-    lines = [ln for ln in punct_data.SHORT_DEV.read_text().splitlines() if ln and not ln.startswith("#")]
-    dev = {punct_data.label_sentence(ln).words for ln in lines}
+    dev = {e.words for e in punct_data.labelled_lines(punct_data.SHORT_DEV)}
     assert ("stop",) in dev and not dev & {e.words for e in examples}
 
 

@@ -286,12 +286,21 @@ DIALOGUE_PARAGRAPHS = 7000
 DEV_SIZE = 3000  # the first utterances of ``training_examples``: the development set
 
 
+def text_lines(path: Path) -> list[str]:
+    """The sentences of a set written here (``bench/data/punct_*.txt``): one per line, ``#`` comments."""
+    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def labelled_lines(path: Path) -> list[Example]:
+    """``text_lines`` of ``path``, labelled (the written sets' references)."""
+    return [e for e in map(label_sentence, text_lines(path)) if e is not None]
+
+
 def heldout_filter() -> text_sources.EvalFilter:
     """Every sentence the punctuation model is scored on or the recognizer is evaluated on."""
     sentences = text_sources.evaluation_sentences()
     if WRITTEN_HELDOUT.exists():
-        lines = WRITTEN_HELDOUT.read_text().splitlines()
-        sentences += [ln for ln in lines if ln.strip() and not ln.startswith("#")]
+        sentences += text_lines(WRITTEN_HELDOUT)
     return text_sources.EvalFilter(sentences)
 
 
@@ -337,7 +346,7 @@ ONE_WORD = (
     "cheers bye please agreed understood go left forward enough"
 )
 ONE_WORD_QUESTIONS = "why what where when who how seriously pardon"
-SHORT_DEV = Path(__file__).resolve().parents[2] / "bench" / "data" / "punct_dev_short.txt"
+SHORT_DEV = WRITTEN_HELDOUT.with_name("punct_dev_short.txt")  # a development set (bench_punctuation.py)
 
 
 def short_examples(stretches: int, seed: int = SHORT_SEED, one_word_repeats: int = 10) -> list[Example]:
@@ -349,10 +358,7 @@ def short_examples(stretches: int, seed: int = SHORT_SEED, one_word_repeats: int
     from model.training.punct_dialogue import dialogue_paragraphs as generate
 
     heldout = heldout_filter()
-    dev = set()
-    if SHORT_DEV.exists():
-        lines = [ln for ln in SHORT_DEV.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-        dev = {e.words for e in map(label_sentence, lines) if e is not None}
+    dev = {e.words for e in labelled_lines(SHORT_DEV)} if SHORT_DEV.exists() else set()
     out = []
     for talk in generate(stretches, seed=seed, keep=lambda s: not heldout.overlaps(s)):
         for sentence in talk:

@@ -54,8 +54,9 @@ CASE_CALIBRATION_GRID = tuple(k / 4 for k in range(-8, 9))  # -2 .. 2 in steps o
 
 
 def load_examples(cache: Path | None, short_stretches: int = 0) -> list[punct_data.Example]:
-    """The training utterances (the first ``DEV_SIZE`` are the development cut), from ``cache`` if it
-    exists (built with the ``short_stretches`` it was built with), else built and written there."""
+    """The training utterances (the first ``DEV_SIZE`` are the development cut): read from ``cache`` if it
+    exists, whatever ``short_stretches`` it was built with; else built with ``short_stretches`` and written
+    there."""
     if cache is not None and cache.exists():
         with cache.open("rb") as f:
             return pickle.load(f)

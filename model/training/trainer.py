@@ -146,8 +146,9 @@ class TrainConfig:
     max_steps: int = 20000
     min_lr_ratio: float = 0.05
     grad_clip: float = 5.0
-    # bf16 autocast on CPU too: ~1.4x faster per step where the cores have AMX (bf16 tile GEMMs); off by
-    # default because on AVX2-only hosts bf16 was slower than fp32 and once hung in oneDNN
+    # bf16 autocast on CPU too. Off by default: on an AVX2 host bf16 was slower than fp32 and once hung in
+    # oneDNN, and on an AMX host (session 16) the en-small recipe crawled in the depthwise convolution on one
+    # thread, although a one-thread probe of its GEMMs had been 1.37x faster
     cpu_bf16: bool = False
     # context consistency: KL(whole input || crop) per frame, weighted; 0 = off. Crops of 1.5-4 s start on
     # frame boundaries (so crop frame k is whole-input frame start + k), about `consistency_seconds` of
