@@ -50,7 +50,7 @@ from model.training.punct_eval import Scores, rule_baseline, score  # noqa: E402
 
 WRITTEN = punct_data.WRITTEN_HELDOUT
 # a development set (session 14): written like the held-out set, but there to compare candidates on
-WRITTEN_DEV = ROOT / "bench" / "data" / "punct_dev_written.txt"
+WRITTEN_DEV = punct_data.WRITTEN_DEV
 # a development set (session 16): short spoken finals (1-8 words), where a period regression shows first
 SHORT_DEV = punct_data.SHORT_DEV
 REAL_READABLE = ROOT / "bench" / "data" / "eval_real_readable.tsv"

@@ -52,14 +52,16 @@ class PunctConfig:
     mark_bias: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
     # added to the case logits (lower, Capitalized, UPPER), chosen the same way (punct_train.calibrate_case)
     case_bias: tuple[float, ...] = (0.0, 0.0, 0.0)
+    # added to the ``.``, ``?``, ``!`` logits of a complete utterance's last word (:func:`end_mark`), chosen
+    # on the development sets of whole finals (bench/data/punct_dev_*.txt)
+    end_bias: tuple[float, ...] = (0.0, 0.0, 0.0)
 
     @classmethod
     def from_dict(cls, d: dict) -> PunctConfig:
         values = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        if "mark_bias" in values:
-            values["mark_bias"] = tuple(float(x) for x in values["mark_bias"])
-        if "case_bias" in values:
-            values["case_bias"] = tuple(float(x) for x in values["case_bias"])
+        for key in ("mark_bias", "case_bias", "end_bias"):
+            if key in values:
+                values[key] = tuple(float(x) for x in values[key])
         return cls(**values)
 
 
@@ -397,8 +399,9 @@ class Punctuator:
         lex = np.array([f[2] for f in feats], dtype=np.float32)
         return self.model(ids, grams, lex)
 
-    def predict(self, words: Sequence[str]) -> tuple[list[int], list[int]]:
-        """Case and mark class per word."""
+    def predict(self, words: Sequence[str], complete: bool = True) -> tuple[list[int], list[int]]:
+        """Case and mark class per word. ``complete``: the words are a whole utterance (a final that the
+        endpointer closed, a line of text), so the last one ends a sentence (see :func:`end_mark`)."""
         n = len(words)
         if n == 0:
             return [], []
@@ -415,16 +418,33 @@ class Punctuator:
             for k in range(start, keep_to):
                 cases[k], marks[k] = c[k - a], m[k - a]
             if keep_to >= n:
+                if complete:
+                    marks[n - 1] = end_mark(mark_logits[-1], self.model.config.end_bias)
                 break
             start = keep_to
         return consistent(list(words), cases, marks)
 
-    def format_words(self, words: Sequence[str]) -> list[str]:
-        cases, marks = self.predict(words)
+    def format_words(self, words: Sequence[str], complete: bool = True) -> list[str]:
+        cases, marks = self.predict(words, complete)
         return render(words, cases, marks)
 
-    def format_text(self, text: str) -> str:
-        return " ".join(self.format_words(text.split()))
+    def format_text(self, text: str, complete: bool = True) -> str:
+        return " ".join(self.format_words(text.split(), complete))
+
+
+SENTENCE_ENDS = [MARKS.index(m) for m in ".?!"]
+
+
+def end_mark(mark_logits: np.ndarray, end_bias: Sequence[float] = (0.0, 0.0, 0.0)) -> int:
+    """The mark after the last word of a complete utterance: the likeliest of ``.``, ``?``, ``!``.
+
+    Why a rule: a final is what the speaker said before a pause, and readers expect it to end like a
+    sentence (every reference set here does: written, development, eval/real). The model, trained on
+    text cut into stretches that sometimes stop mid-sentence, left 10% of short development finals
+    ("Stop", "Thank you") without a mark. Which mark stays the model's choice, shifted by ``end_bias``.
+    """
+    scores = np.asarray(mark_logits)[SENTENCE_ENDS] + np.asarray(end_bias)
+    return SENTENCE_ENDS[int(np.argmax(scores))]
 
 
 def consistent(words: list[str], cases: list[int], marks: list[int]) -> tuple[list[int], list[int]]:
@@ -437,14 +457,11 @@ def consistent(words: list[str], cases: list[int], marks: list[int]) -> tuple[li
     return capital_rule(np.asarray(cases), np.asarray(marks), is_i, first).tolist(), marks
 
 
-_SENTENCE_ENDS = [MARKS.index(m) for m in ".?!"]
-
-
 def capital_rule(cases: np.ndarray, marks: np.ndarray, is_i: np.ndarray, first: np.ndarray) -> np.ndarray:
     """``consistent``'s rule on arrays: the cases of one final, or of many laid end to end with ``first``
     true where each begins (``punct_train.calibrate_case`` scores case offsets after the same rule)."""
     starts = first.copy()
-    starts[1:] |= np.isin(marks[:-1], _SENTENCE_ENDS)
+    starts[1:] |= np.isin(marks[:-1], SENTENCE_ENDS)
     out = cases.copy()
     out[is_i | (starts & (cases == 0))] = 1
     return out

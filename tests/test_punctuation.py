@@ -786,3 +786,60 @@ def test_capital_rule_on_finals_laid_end_to_end_matches_consistent():
     first = np.concatenate([np.arange(len(f[0])) == 0 for f in finals])
     assert capital_rule(flat(1), flat(2), is_i, first).tolist() == expected
     assert expected == [1, 1, 0, 1, 2, 1, 1, 0, 1, 0]
+
+
+def test_a_complete_final_ends_like_a_sentence(punctuator):
+    """The endpointer closed the utterance, so its last word gets ``.``, ``?`` or ``!`` (the model picks
+    which); ``complete=False`` leaves the model's own choice, which may be no mark at all."""
+    for text in ("stop", "thank you", "keep going", "i'm not sure", "hold on", "faster please"):
+        out = fmt(punctuator, text)
+        assert out[-1] in ".?!", out
+        assert same_words(text, out)
+    rows = [punctuator.format_text(t, complete=False) for t in ("stop", "thank you", "keep going", "hold on")]
+    assert any(r[-1] not in ".?!" for r in rows), rows  # the rule, not the model, ends these
+
+
+def test_end_mark_takes_the_likeliest_end_and_its_offsets():
+    import numpy as np
+
+    from model.punctuation import end_mark
+
+    logits = np.array([9.0, 1.0, -2.0, 0.5, 0.0])  # none . , ? !: "none" is ignored at the end
+    assert MARKS[end_mark(logits)] == "."
+    assert MARKS[end_mark(logits, (0.0, 1.0, 0.0))] == "?"
+    assert MARKS[end_mark(logits, (0.0, 0.0, 1.5))] == "!"
+
+
+def test_end_calibration_raises_the_question_mark_of_a_model_that_misses_questions(monkeypatch):
+    """Questions whose end the model scores as a period get a positive ``?`` end offset; a model that is
+    right already keeps 0."""
+    import torch
+
+    from model.punctuation import Featurizer, Lexicon, PunctConfig
+    from model.training import punct_data
+    from model.training.punct_data import Example
+    from model.training.punct_train import calibrate_end
+
+    class QuestionDeaf(torch.nn.Module):
+        config = PunctConfig(vocab_size=10, dim=4, hidden=4, layers=1, char_buckets=16)
+
+        def __init__(self, question_logit: float) -> None:
+            super().__init__()
+            self.question_logit = question_logit
+
+        def forward(self, ids, grams, lex, lengths):
+            b, t = ids.shape
+            marks = torch.zeros(b, t, len(MARKS))
+            marks[..., 1] = 2.0
+            for k in range(b):  # the first word's id tells a question (3) from a statement (2)
+                if ids[k, 0] == 3:
+                    marks[k, :, 3] = self.question_logit
+            return torch.zeros(b, t, 3), marks
+
+    question = Example(("where", "is", "it"), (1, 0, 0), (0, 0, 3))
+    statement = Example(("here", "it", "is"), (1, 0, 0), (0, 0, 1))
+    monkeypatch.setattr(punct_data, "whole_final_dev_examples", lambda: [question] * 5 + [statement] * 20)
+    featurizer = Featurizer(["<pad>", "<unk>", "here", "where"], Lexicon({}), QuestionDeaf.config)
+    deaf = calibrate_end(QuestionDeaf(1.2), featurizer)
+    assert 0.8 < deaf[1] <= 2.0 and deaf[0] == 0.0
+    assert calibrate_end(QuestionDeaf(3.0), featurizer)[1] == 0.0

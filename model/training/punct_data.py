@@ -347,6 +347,14 @@ ONE_WORD = (
 )
 ONE_WORD_QUESTIONS = "why what where when who how seriously pardon"
 SHORT_DEV = WRITTEN_HELDOUT.with_name("punct_dev_short.txt")  # a development set (bench_punctuation.py)
+WRITTEN_DEV = WRITTEN_HELDOUT.with_name(
+    "punct_dev_written.txt"
+)  # a development set written like the held-out one
+
+
+def whole_final_dev_examples() -> list[Example]:
+    """The development sets of whole finals (written and short), where every line ends a sentence."""
+    return [e for path in (WRITTEN_DEV, SHORT_DEV) if path.exists() for e in labelled_lines(path)]
 
 
 def short_examples(stretches: int, seed: int = SHORT_SEED, one_word_repeats: int = 10) -> list[Example]:

@@ -21,6 +21,7 @@ from model.punctuation import (
     MARKS,
     N_GRAMS,
     N_LEX_FEATURES,
+    SENTENCE_ENDS,
     Featurizer,
     Lexicon,
     PunctConfig,
@@ -45,7 +46,7 @@ SIZES = {
     "cnn-wide": PunctConfig(vocab_size=16000, dim=96, hidden=192, layers=5, char_buckets=8192, arch="cnn"),
 }
 MARK_WEIGHTS = [1.0, 2.0, 1.0, 4.0, 2.0]  # none . , ? !
-_SENTENCE_END = {MARKS.index("."), MARKS.index("?"), MARKS.index("!")}
+_SENTENCE_END = set(SENTENCE_ENDS)
 # utterances with a question are repeated: questions are 0.4% of the training words but common in speech
 QUESTION_REPEATS = 3
 # mark offsets tried; the ? offset stopped at -2.0, the old lower edge (session 13), hence down to -5
@@ -167,7 +168,8 @@ def _batches(lengths: list[int], batch_words: int, rng: random.Random) -> list[l
 
 @torch.inference_mode()
 def predict_all(model: PunctModel, data: Encoded) -> list[tuple[list[int], list[int]]]:
-    """Case and mark classes of every utterance, batched (the same decisions as ``Punctuator.predict``)."""
+    """Case and mark classes of every utterance, batched (the same decisions as ``Punctuator.predict`` with
+    ``complete=False``: the development cuts of training text may stop mid-sentence)."""
     model.eval()
     out: list[tuple[list[int], list[int]]] = [([], [])] * len(data.rows)
     for group in _batches([len(r) for r in data.rows], 4096, random.Random(0)):
@@ -268,6 +270,7 @@ def train(
     logits = _dev_logits(model, talk_data)  # offsets move no logit: computed once for both
     model.config.mark_bias = calibrate(model, talk_data, talk, logits)
     model.config.case_bias = calibrate_case(model, talk_data, talk, logits)
+    model.config.end_bias = calibrate_end(model, featurizer, dev + talk)
     extra = {
         "size": size,
         "trained_steps": step,
@@ -389,30 +392,65 @@ def calibrate_case(
     return tuple(float(x) for x in bias)
 
 
-def calibrate_saved(model_dir: Path, cache: Path | None) -> dict:
-    """Calibrate a saved model in place (its config.json gets ``mark_bias`` and fresh dev figures)."""
+def calibrate_end(
+    model: PunctModel, featurizer: Featurizer, cuts: Sequence[punct_data.Example] = ()
+) -> tuple[float, ...]:
+    """Offsets for the ``.``, ``?``, ``!`` logits of a whole final's last word (``end_mark``; ``.`` fixed
+    at 0), chosen to get the most end marks right after the mark offsets (call it after ``calibrate``).
+
+    Chosen on whole finals only: the written development sets (``punct_data.whole_final_dev_examples``,
+    one question in five) and those development ``cuts`` of training text that end a sentence (where
+    questions are as rare as in books and talk). Why separate offsets: the interior offsets weigh a mark
+    against no mark on text cut anywhere; at the end of a final the choice is only which mark.
+    """
+    finals = punct_data.whole_final_dev_examples() + [e for e in cuts if e.marks[-1] in _SENTENCE_END]
+    if not finals:
+        return (0.0,) * len(SENTENCE_ENDS)
+    _, marks = _dev_logits(model, Encoded(finals, featurizer))
+    last = np.cumsum([len(e.words) for e in finals]) - 1
+    flat = (marks[last] + np.asarray(model.config.mark_bias, dtype=np.float32))[:, SENTENCE_ENDS]  # (N, 3)
+    ref = np.array([e.marks[-1] for e in finals])
+
+    def objective(bias: np.ndarray) -> float:
+        return float((np.asarray(SENTENCE_ENDS)[(flat + bias).argmax(-1)] == ref).mean())
+
+    bias, best = search_offsets(len(SENTENCE_ENDS), objective, CALIBRATION_GRID)
+    log.info("calibrated end-mark offsets %s (dev end marks right %.4f)", bias.round(2).tolist(), best)
+    return tuple(float(x) for x in bias)
+
+
+def calibrate_saved(model_dir: Path, cache: Path | None, end_only: bool = False) -> dict:
+    """Calibrate a saved model in place (its config.json gets ``mark_bias``, ``case_bias``, ``end_bias``
+    and fresh dev figures; with ``end_only``, ``end_bias`` alone, after the model's own mark offsets)."""
     import json
 
     from safetensors.torch import load_file
 
-    config = PunctConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
-    config.mark_bias = (0.0,) * len(MARKS)
-    config.case_bias = (0.0,) * len(CASES)
+    meta = json.loads((model_dir / "config.json").read_text())
+    config = PunctConfig.from_dict(meta)
+    if not end_only:
+        config.mark_bias = (0.0,) * len(MARKS)
+        config.case_bias = (0.0,) * len(CASES)
     model = PunctModel(config)
     model.load_state_dict({k: v.float() for k, v in load_file(str(model_dir / "model.safetensors")).items()})
-    examples = load_examples(cache)
-    dev = examples[: punct_data.DEV_SIZE]
     vocab = (model_dir / "vocab.txt").read_text().split("\n")[: config.vocab_size]
     featurizer = Featurizer(vocab, Lexicon.load(model_dir / "lexicon.tsv.gz"), config)
-    dev_data = Encoded(dev, featurizer)
+    examples = load_examples(cache)
+    dev = examples[: punct_data.DEV_SIZE]
     talk = punct_data.talk_dev_examples(dev)
+    if end_only:
+        meta["end_bias"] = list(calibrate_end(model, featurizer, dev + talk))
+        (model_dir / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return meta
+    dev_data = Encoded(dev, featurizer)
     talk_data = Encoded(talk, featurizer)
     logits = _dev_logits(model, talk_data)  # offsets move no logit: computed once for both
     model.config.mark_bias = calibrate(model, talk_data, talk, logits)
     model.config.case_bias = calibrate_case(model, talk_data, talk, logits)
-    meta = json.loads((model_dir / "config.json").read_text())
+    model.config.end_bias = calibrate_end(model, featurizer, dev + talk)
     meta["mark_bias"] = list(model.config.mark_bias)
     meta["case_bias"] = list(model.config.case_bias)
+    meta["end_bias"] = list(model.config.end_bias)
     meta["dev"] = {k: round(v, 4) for k, v in dev_scores(model, dev_data, dev).items()}
     meta["talk_dev"] = {k: round(v, 4) for k, v in dev_scores(model, talk_data, talk).items()}
     (model_dir / "config.json").write_text(json.dumps(meta, indent=2) + "\n")

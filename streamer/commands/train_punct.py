@@ -17,6 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no training: choose the mark offsets of the model in --out on the talk-like development set",
     )
+    parser.add_argument(
+        "--calibrate-end-only",
+        action="store_true",
+        help="no training: choose only the end-of-final mark offsets of the model in --out (whole-final dev sets)",
+    )
     parser.add_argument("--minutes", type=float, default=20.0, help="training time budget (wall clock)")
     parser.add_argument(
         "--cache",
@@ -38,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from model.training.punct_train import calibrate_saved, train
 
-    if args.calibrate_only:
-        print(json.dumps(calibrate_saved(args.out, args.cache), indent=2))
+    if args.calibrate_only or args.calibrate_end_only:
+        print(json.dumps(calibrate_saved(args.out, args.cache, end_only=args.calibrate_end_only), indent=2))
         return 0
     result = train(
         args.size,
