@@ -33,17 +33,29 @@ def _cpu_has_bf16_convolution() -> bool:
 def conv1d_time_major(hidden_states: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     """Apply `conv` (weights (out, in / groups, k)) to (B, T, in) and return (B, T', out).
 
-    bf16 on a CPU without oneDNN bf16 kernels computes in fp32: torch's fallback there is
-    `aten::_slow_conv2d_forward`, one call per group of a depthwise convolution (~6x slower).
+    bf16 on a CPU computes in fp32 where oneDNN's bf16 kernel is missing or unsafe:
+    * without oneDNN bf16 kernels, torch's fallback is `aten::_slow_conv2d_forward`, one call per group of
+      a depthwise convolution (~6x slower);
+    * a depthwise convolution in bf16: on an AMX host with 2 threads oneDNN's `brdgmm_dw_convolution`
+      spent over 5 minutes generating its kernel for shapes as plain as batch 1 x 124 frames (batch 3 x 382,
+      5 x 126, ...), which froze bf16 inference and bf16 training (``tests/test_channels_last.py``). It is
+      15 multiply-adds per channel and frame, a sliver of a layer, so fp32 costs nothing that matters.
     """
-    if (
-        hidden_states.dtype == torch.bfloat16
-        and hidden_states.device.type == "cpu"
-        and not _cpu_has_bf16_convolution()
-    ):
-        bias = None if conv.bias is None else conv.bias.float()
-        return _conv1d(hidden_states.float(), conv, conv.weight.float(), bias).to(torch.bfloat16)
+    if hidden_states.device.type == "cpu" and _bf16_on_cpu(hidden_states):
+        depthwise = conv.groups > 1 and conv.groups == conv.in_channels
+        if depthwise or not _cpu_has_bf16_convolution():
+            bias = None if conv.bias is None else conv.bias.float()
+            with torch.autocast("cpu", enabled=False):
+                out = _conv1d(hidden_states.float(), conv, conv.weight.float(), bias)
+            return out.to(torch.bfloat16)
     return _conv1d(hidden_states, conv, conv.weight, conv.bias)
+
+
+def _bf16_on_cpu(hidden_states: torch.Tensor) -> bool:
+    """The convolution would run in bf16: a bf16 input, or fp32 under CPU bf16 autocast (training)."""
+    if hidden_states.dtype == torch.bfloat16:
+        return True
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
 def _conv1d(

@@ -64,3 +64,37 @@ def test_transcribe_cli_accepts_auto_and_bfloat16(model_dir: Path, capsys) -> No
             == 0
         )
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+# (batch, frames) of a depthwise convolution that froze oneDNN's bf16 kernel generation for over 5 minutes
+# on a 2-thread AMX host (session 17); fp32 takes milliseconds
+_FROZE_BF16 = ((1, 124), (3, 382), (5, 126))
+_DEPTHWISE_IN_BF16 = """
+import sys, torch
+torch.set_num_threads(2)
+from model.channels_last import conv1d_time_major
+conv = torch.nn.Conv1d(144, 144, 15, padding=7, groups=144, bias=False)
+with torch.no_grad():
+    for batch, frames in {shapes}:
+        x = torch.randn(batch, frames, 144)
+        y = conv1d_time_major(x.to(torch.bfloat16), conv.to(torch.bfloat16))  # bf16 weights: inference
+        conv.float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # fp32 weights under autocast: training
+            z = conv1d_time_major(x, conv)
+        ref = conv1d_time_major(x, conv)
+        assert y.dtype == z.dtype == torch.bfloat16 and y.shape == ref.shape, (y.dtype, z.dtype, y.shape)
+        assert (z.float() - ref).abs().max() < 0.05 * ref.abs().max(), "autocast depthwise drifted"
+print("ok")
+"""
+
+
+def test_bf16_depthwise_convolution_finishes_on_two_threads() -> None:
+    """Depthwise convolutions with bf16 inputs run in fp32 on CPU: a subprocess (a frozen kernel generation
+    cannot be interrupted in-process) must finish the shapes that froze oneDNN within a minute."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    code = _DEPTHWISE_IN_BF16.format(shapes=_FROZE_BF16)
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

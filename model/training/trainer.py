@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -146,9 +147,10 @@ class TrainConfig:
     max_steps: int = 20000
     min_lr_ratio: float = 0.05
     grad_clip: float = 5.0
-    # bf16 autocast on CPU too. Off by default: on an AVX2 host bf16 was slower than fp32 and once hung in
-    # oneDNN, and on an AMX host (session 16) the en-small recipe crawled in the depthwise convolution on one
-    # thread, although a one-thread probe of its GEMMs had been 1.37x faster
+    # bf16 autocast on CPU too. Off by default: on an AVX2 host bf16 was slower than fp32, and on the 2-core
+    # AMX host it is no faster for en-small (session 17, 60 steps each: 0.55 vs 0.50 s/step; its GEMMs are too
+    # small to gain). The crawl of session 16 was oneDNN generating bf16 depthwise kernels for minutes per
+    # new shape; those convolutions now run in fp32 (model.channels_last.conv1d_time_major)
     cpu_bf16: bool = False
     # context consistency: KL(whole input || crop) per frame, weighted; 0 = off. Crops of 1.5-4 s start on
     # frame boundaries (so crop frame k is whole-input frame start + k), about `consistency_seconds` of
@@ -543,7 +545,19 @@ def export(model, directory: str | Path, cfg: TrainConfig | None = None) -> Path
     Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
     ).save_pretrained(directory)
+    lm = _init_lm(cfg)
+    if lm is not None and not (directory / lm.name).exists():
+        # the beam decoder's default LM: without it the export decodes with no LM and looks 15 points worse
+        shutil.copyfile(lm, directory / lm.name)
     return directory
+
+
+def _init_lm(cfg: TrainConfig | None) -> Path | None:
+    """The word LM beside the model this run started from (``init_from``), if it has one."""
+    if cfg is None or not cfg.init_from:
+        return None
+    lm = Path(cfg.init_from).expanduser() / "lm.arpa.gz"
+    return lm if lm.exists() else None
 
 
 def start_from_export(model, directory: Path, grow_layers_after: list[int] | None = None) -> None:
