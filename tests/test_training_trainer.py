@@ -194,6 +194,19 @@ def test_voice_change_example_audio_is_the_parts_with_pauses(tmp_path) -> None:
     assert text == f"{joined[0]['parts'][0]['text']} {joined[0]['parts'][1]['text']}"
 
 
+def test_export_keeps_the_word_lm_of_the_model_it_started_from(tmp_path) -> None:
+    """An export of a run that started from a model with ``lm.arpa.gz`` carries that LM (the beam decoder's
+    default), and an export without such a start has none."""
+    cfg = trainer.TrainConfig(model=TINY)
+    model = trainer.build_model(cfg)
+    start = trainer.export(model, tmp_path / "start", cfg)
+    assert not (start / "lm.arpa.gz").exists()
+    (start / "lm.arpa.gz").write_bytes(b"stand-in for an ARPA file")
+    cfg = trainer.TrainConfig(model=TINY, init_from=str(start))
+    out = trainer.export(model, tmp_path / "continued", cfg)
+    assert (out / "lm.arpa.gz").read_bytes() == b"stand-in for an ARPA file"
+
+
 def test_init_from_starts_a_new_run_from_an_exported_model(tmp_path) -> None:
     _tiny_corpus(tmp_path)
     cfg = trainer.TrainConfig(model=TINY)
