@@ -843,3 +843,16 @@ def test_end_calibration_raises_the_question_mark_of_a_model_that_misses_questio
     deaf = calibrate_end(QuestionDeaf(1.2), featurizer)
     assert 0.8 < deaf[1] <= 2.0 and deaf[0] == 0.0
     assert calibrate_end(QuestionDeaf(3.0), featurizer)[1] == 0.0
+
+
+def test_names_the_word_list_only_knows_capitalized_are_capitalized(punctuator):
+    """A vocative after a comma kept its name in lower case ("Thank you, gerald."); a word ``wamerican``
+    lists only capitalized and the training text never wrote lower case is a proper noun."""
+    from model.punctuation import Lexicon, proper_nouns_capitalized
+
+    assert fmt(punctuator, "thank you gerald") == "Thank you, Gerald."
+    lexicon = Lexicon(
+        {"gerald": (0, 0, 0, 2), "bill": (5, 3, 0, 3), "march": (0, 0, 0, 2), "park": (9, 1, 0, 1)}
+    )
+    words = ["gerald", "bill", "march", "park", "zyx"]
+    assert proper_nouns_capitalized(words, [0, 0, 2, 0, 0], lexicon) == [1, 0, 2, 0, 0]
