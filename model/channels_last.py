@@ -38,7 +38,7 @@ def conv1d_time_major(hidden_states: torch.Tensor, conv: nn.Conv1d) -> torch.Ten
       a depthwise convolution (~6x slower);
     * a depthwise convolution in bf16: on an AMX host with 2 threads oneDNN's `brdgmm_dw_convolution`
       spent over 5 minutes generating its kernel for shapes as plain as batch 1 x 124 frames (batch 3 x 382,
-      5 x 126, ...), which froze bf16 inference and bf16 training (``tests/test_channels_last.py``). It is
+      5 x 126, ...), which froze bf16 inference and bf16 training (``tests/test_cpu_precision_modes.py``). It is
       15 multiply-adds per channel and frame, a sliver of a layer, so fp32 costs nothing that matters.
     """
     if hidden_states.device.type == "cpu" and _bf16_on_cpu(hidden_states):

@@ -422,8 +422,7 @@ class Punctuator:
                     marks[n - 1] = end_mark(mark_logits[-1], self.model.config.end_bias)
                 break
             start = keep_to
-        cases, marks = consistent(list(words), cases, marks)
-        return proper_nouns_capitalized(list(words), cases, self.featurizer.lexicon), marks
+        return consistent(list(words), cases, marks, self.featurizer.lexicon)
 
     def format_words(self, words: Sequence[str], complete: bool = True) -> list[str]:
         cases, marks = self.predict(words, complete)
@@ -448,14 +447,20 @@ def end_mark(mark_logits: np.ndarray, end_bias: Sequence[float] = (0.0, 0.0, 0.0
     return SENTENCE_ENDS[int(np.argmax(scores))]
 
 
-def consistent(words: list[str], cases: list[int], marks: list[int]) -> tuple[list[int], list[int]]:
-    """Orthography the model should not have to guess: a sentence starts with a capital, and "I"
-    (with its contractions) is always capitalized."""
+def consistent(
+    words: list[str], cases: list[int], marks: list[int], lexicon: Lexicon | None = None
+) -> tuple[list[int], list[int]]:
+    """Orthography the model should not have to guess: a sentence starts with a capital, "I" (with its
+    contractions) is always capitalized, and, given the ``lexicon``, so are proper nouns
+    (:func:`proper_nouns_capitalized`)."""
     if not words:
         return cases, marks
     is_i = np.array([w.lower() in _CONTRACTIONS_OF_I for w in words])
     first = np.arange(len(words)) == 0
-    return capital_rule(np.asarray(cases), np.asarray(marks), is_i, first).tolist(), marks
+    cases = capital_rule(np.asarray(cases), np.asarray(marks), is_i, first).tolist()
+    if lexicon is not None:
+        cases = proper_nouns_capitalized(words, cases, lexicon)
+    return cases, marks
 
 
 def proper_nouns_capitalized(words: list[str], cases: list[int], lexicon: Lexicon) -> list[int]:

@@ -347,9 +347,8 @@ ONE_WORD = (
 )
 ONE_WORD_QUESTIONS = "why what where when who how seriously pardon"
 SHORT_DEV = WRITTEN_HELDOUT.with_name("punct_dev_short.txt")  # a development set (bench_punctuation.py)
-WRITTEN_DEV = WRITTEN_HELDOUT.with_name(
-    "punct_dev_written.txt"
-)  # a development set written like the held-out one
+# a development set written like the held-out one (bench_punctuation.py)
+WRITTEN_DEV = WRITTEN_HELDOUT.with_name("punct_dev_written.txt")
 
 
 def whole_final_dev_examples() -> list[Example]:

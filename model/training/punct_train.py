@@ -46,7 +46,6 @@ SIZES = {
     "cnn-wide": PunctConfig(vocab_size=16000, dim=96, hidden=192, layers=5, char_buckets=8192, arch="cnn"),
 }
 MARK_WEIGHTS = [1.0, 2.0, 1.0, 4.0, 2.0]  # none . , ? !
-_SENTENCE_END = set(SENTENCE_ENDS)
 # utterances with a question are repeated: questions are 0.4% of the training words but common in speech
 QUESTION_REPEATS = 3
 # mark offsets tried; the ? offset stopped at -2.0, the old lower edge (session 13), hence down to -5
@@ -81,7 +80,7 @@ def build_lexicon(examples: list[punct_data.Example], wordlist: Path = WORDLIST)
     counts: dict[str, list[int]] = {}
     for ex in examples:
         for i, (w, c) in enumerate(zip(ex.words, ex.cases, strict=True)):
-            if i == 0 or ex.marks[i - 1] in _SENTENCE_END or w == "i":
+            if i == 0 or ex.marks[i - 1] in SENTENCE_ENDS or w == "i":
                 continue
             counts.setdefault(w, [0, 0, 0, 0])[c] += 1
     if wordlist.exists():
@@ -403,7 +402,7 @@ def calibrate_end(
     questions are as rare as in books and talk). Why separate offsets: the interior offsets weigh a mark
     against no mark on text cut anywhere; at the end of a final the choice is only which mark.
     """
-    finals = punct_data.whole_final_dev_examples() + [e for e in cuts if e.marks[-1] in _SENTENCE_END]
+    finals = punct_data.whole_final_dev_examples() + [e for e in cuts if e.marks[-1] in SENTENCE_ENDS]
     if not finals:
         return (0.0,) * len(SENTENCE_ENDS)
     _, marks = _dev_logits(model, Encoded(finals, featurizer))
